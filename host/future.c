@@ -1,0 +1,571 @@
+/*
+** future.c
+** Future: a result (several Lua values) or an error value that arrives
+** later, with done callbacks scheduled through the ready queue.
+*/
+
+#include <stdio.h>
+
+#include "internal.h"
+
+const char loom__errors_key = 'e';
+
+static const char *const state_names[] = {"pending", "finished", "cancelled"};
+
+
+/*
+** {======================================================
+** Error values
+** =======================================================
+*/
+
+/*
+** Pushes a new instance of the error class named cls (from the table the
+** Lua side registers), or the string "cls: msg" when there is none.
+** [-0, +1, m]
+*/
+void loom__push_error (lua_State *L, const char *cls, const char *msg) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &loom__errors_key);
+  if (lua_istable(L, -1) && lua_getfield(L, -1, cls) != LUA_TNIL) {
+    lua_remove(L, -2);
+    if (msg)
+      lua_pushstring(L, msg);
+    else
+      lua_pushnil(L);
+    lua_call(L, 1, 1);
+    return;
+  }
+  lua_pop(L, 2);
+  if (msg)
+    lua_pushfstring(L, "%s: %s", cls, msg);
+  else
+    lua_pushstring(L, cls);
+}
+
+/* Pushes CancelledError(msg) with the message at msgidx (0: none). */
+void loom__push_cancelled (lua_State *L, int msgidx) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &loom__errors_key);
+  if (lua_istable(L, -1) && lua_getfield(L, -1, "CancelledError") != LUA_TNIL) {
+    lua_remove(L, -2);
+    if (msgidx)
+      lua_pushvalue(L, msgidx);
+    else
+      lua_pushnil(L);
+    lua_call(L, 1, 1);
+    return;
+  }
+  lua_pop(L, 2);
+  lua_pushliteral(L, "CancelledError");
+}
+
+/* Says whether the value at idx is a CancelledError instance. */
+int loom__is_cancelled_error (lua_State *L, int idx) {
+  int r = 0;
+  idx = lua_absindex(L, idx);
+  if (!lua_getmetatable(L, idx))
+    return 0;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &loom__errors_key);
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "CancelledError");
+    r = lua_rawequal(L, -1, -3);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+  return r;
+}
+
+static int raise_error (lua_State *L, const char *cls, const char *msg) {
+  loom__push_error(L, cls, msg);
+  return lua_error(L);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Construction and checks
+** =======================================================
+*/
+
+loom_future *loom__tofuture (lua_State *L, int idx) {
+  loom_future *f = (loom_future *)luaL_testudata(L, idx, LOOM_FUTURE_MT);
+  if (f == NULL)
+    f = (loom_future *)luaL_testudata(L, idx, LOOM_TASK_MT);
+  return f;
+}
+
+loom_future *loom__checkfuture (lua_State *L, int idx) {
+  loom_future *f = loom__tofuture(L, idx);
+  if (f == NULL)
+    luaL_typeerror(L, idx, "loom.Future");
+  return f;
+}
+
+/* Pushes the extra table of the future at idx, making it if needed. */
+void loom__extra (lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_getiuservalue(L, idx, LOOM_FUV_EXTRA) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, idx, LOOM_FUV_EXTRA);
+  }
+}
+
+/*
+** Initialises the future part of a new userdata (at the top of the
+** stack) owned by the loop at loopidx.
+*/
+void loom__future_init (lua_State *L, loom_future *f, loom_loop *loop,
+                        int loopidx, int kind) {
+  f->h.kind = (uint8_t)kind;
+  f->h.flags = 0;
+  f->h.spare = 0;
+  f->h.slot = -1;
+  f->state = LOOM_PENDING;
+  f->fflags = 0;
+  f->spare = 0;
+  f->nres = 0;
+  f->loop = loop;
+  lua_pushvalue(L, loopidx);
+  lua_setiuservalue(L, -2, LOOM_FUV_LOOP);
+}
+
+/* Pushes a new pending future of the loop at loopidx. [-0, +1, m] */
+int loom__future_new (lua_State *L, loom_loop *loop, int loopidx) {
+  loom_future *f;
+  loopidx = lua_absindex(L, loopidx);
+  f = (loom_future *)lua_newuserdatauv(L, sizeof(loom_future), LOOM_FUV_COUNT);
+  loom__future_init(L, f, loop, loopidx, LOOM_KFUTURE);
+  luaL_setmetatable(L, LOOM_FUTURE_MT);
+  return 1;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Callbacks
+** =======================================================
+*/
+
+/*
+** The future at idx is now done: queue it so that its callbacks run in
+** the next iteration, in registration order.
+*/
+void loom__future_schedule (lua_State *L, loom_future *f, int idx) {
+  if (lua_getiuservalue(L, idx, LOOM_FUV_CALLBACKS) != LUA_TNIL
+      && !(f->fflags & LOOM_FSCHEDULED)) {
+    f->fflags |= LOOM_FSCHEDULED;
+    loom__ready_push(L, f->loop, idx);
+  }
+  lua_pop(L, 1);
+}
+
+/*
+** Adds the callable (or task) at cbidx to the done callbacks of the
+** future at idx. On a done future it is scheduled at once with call_soon,
+** so it runs after whatever is already queued.
+*/
+void loom__future_add_callback (lua_State *L, loom_future *f, int idx,
+                                int cbidx) {
+  idx = lua_absindex(L, idx);
+  cbidx = lua_absindex(L, cbidx);
+  if (f->state != LOOM_PENDING) {
+    lua_pushvalue(L, cbidx);
+    lua_pushvalue(L, idx);
+    loom__newhandle(L, f->loop, LOOM_KHANDLE, -2, 1, 0);
+    loom__ready_push(L, f->loop, -1);
+    lua_pop(L, 3);
+    return;
+  }
+  if (lua_getiuservalue(L, idx, LOOM_FUV_CALLBACKS) == LUA_TNIL) {
+    lua_pushvalue(L, cbidx);
+    lua_setiuservalue(L, idx, LOOM_FUV_CALLBACKS);
+  }
+  else if (f->fflags & LOOM_FMANYCB) {
+    lua_pushvalue(L, cbidx);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  }
+  else {
+    lua_createtable(L, 4, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+    lua_pushvalue(L, cbidx);
+    lua_rawseti(L, -2, 2);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, idx, LOOM_FUV_CALLBACKS);
+    f->fflags |= LOOM_FMANYCB;
+  }
+  lua_pop(L, 1);
+}
+
+/* Calls one done callback (at cbidx) of the future at idx. */
+static void call_one (lua_State *L, loom_future *f, int idx, int cbidx) {
+  loom_task *t = loom__totask(L, cbidx);
+  int base;
+  if (t != NULL) {
+    loom__task_wakeup(L, t, cbidx);
+    return;
+  }
+  base = lua_gettop(L);
+  lua_pushcfunction(L, loom__traceback);
+  lua_pushvalue(L, cbidx);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 0, base + 1) != LUA_OK) {
+    lua_createtable(L, 0, 4);
+    lua_pushliteral(L, "Exception in done callback of ");
+    luaL_tolstring(L, idx, NULL);
+    lua_concat(L, 2);
+    lua_setfield(L, -2, "message");
+    if (lua_istable(L, -2)) {
+      lua_getfield(L, -2, "exception");
+      lua_setfield(L, -2, "exception");
+      lua_getfield(L, -2, "traceback");
+      lua_setfield(L, -2, "traceback");
+    }
+    else {
+      lua_pushvalue(L, -2);
+      lua_setfield(L, -2, "exception");
+    }
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, "future");
+    lua_getiuservalue(L, idx, LOOM_FUV_LOOP);
+    loom__report(L, -1, -2);
+  }
+  lua_settop(L, base);
+  (void)f;
+}
+
+/*
+** Runs the done callbacks of the future at idx, taking the list first:
+** callbacks added meanwhile are scheduled on their own.
+*/
+void loom__future_run_callbacks (lua_State *L, loom_future *f, int idx) {
+  int many = f->fflags & LOOM_FMANYCB;
+  f->fflags &= (uint8_t)~(LOOM_FSCHEDULED | LOOM_FMANYCB);
+  lua_getiuservalue(L, idx, LOOM_FUV_CALLBACKS);
+  lua_pushnil(L);
+  lua_setiuservalue(L, idx, LOOM_FUV_CALLBACKS);
+  if (!many) {
+    if (!lua_isnil(L, -1))
+      call_one(L, f, idx, lua_gettop(L));
+  }
+  else {
+    lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
+    int list = lua_gettop(L);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, list, i);
+      call_one(L, f, idx, list + 1);
+      lua_settop(L, list);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Completion and results
+** =======================================================
+*/
+
+static void checkpending (lua_State *L, loom_future *f, const char *fname) {
+  if (f->state != LOOM_PENDING) {
+    char buf[80];
+    snprintf(buf, sizeof buf, "%s: future is already %s", fname,
+             state_names[f->state]);
+    raise_error(L, "InvalidStateError", buf);
+  }
+}
+
+/*
+** Pushes the results of the done future at idx, or raises its error (or
+** CancelledError); returns the number of results. Marks an error as
+** retrieved.
+*/
+int loom__future_push_results (lua_State *L, loom_future *f, int idx) {
+  idx = lua_absindex(L, idx);
+  if (f->state == LOOM_PENDING)
+    return raise_error(L, "InvalidStateError", "result is not set");
+  if (f->h.kind == LOOM_KTASK) {
+    lua_State *co = ((loom_task *)f)->co;
+    if (f->state == LOOM_CANCELLED || (f->fflags & LOOM_FERROR)) {
+      f->fflags &= (uint8_t)~LOOM_FUNRETRIEVED;
+      lua_pushvalue(co, -1);
+      lua_xmove(co, L, 1);
+      return lua_error(L);
+    }
+    else {
+      int n = f->nres;
+      luaL_checkstack(L, n, "too many results");
+      if (!lua_checkstack(co, n))
+        return luaL_error(L, "too many results");
+      for (int i = 1; i <= n; i++)
+        lua_pushvalue(co, i);
+      lua_xmove(co, L, n);
+      return n;
+    }
+  }
+  if (f->state == LOOM_CANCELLED) {
+    lua_getiuservalue(L, idx, LOOM_FUV_EXTRA);
+    if (lua_istable(L, -1))
+      lua_getfield(L, -1, "cancel_message");
+    else
+      lua_pushnil(L);
+    loom__push_cancelled(L, lua_gettop(L));
+    return lua_error(L);
+  }
+  lua_getiuservalue(L, idx, LOOM_FUV_VALUE);
+  if (f->fflags & LOOM_FERROR) {
+    f->fflags &= (uint8_t)~LOOM_FUNRETRIEVED;
+    return lua_error(L);
+  }
+  if (f->nres <= 1) {
+    if (f->nres == 0)
+      lua_pop(L, 1);
+    return f->nres;
+  }
+  else {
+    int i, n = f->nres, t = lua_gettop(L);
+    luaL_checkstack(L, n, "too many results");
+    for (i = 1; i <= n; i++)
+      lua_rawgeti(L, t, i);
+    lua_remove(L, t);
+    return n;
+  }
+}
+
+/*
+** Cancels the pending future at idx with the message at msgidx (0: none);
+** returns whether it was pending.
+*/
+int loom__future_cancel (lua_State *L, loom_future *f, int idx, int msgidx) {
+  idx = lua_absindex(L, idx);
+  if (f->state != LOOM_PENDING)
+    return 0;
+  if (msgidx && !lua_isnil(L, msgidx)) {
+    msgidx = lua_absindex(L, msgidx);
+    loom__extra(L, idx);
+    lua_pushvalue(L, msgidx);
+    lua_setfield(L, -2, "cancel_message");
+    lua_pop(L, 1);
+  }
+  f->state = LOOM_CANCELLED;
+  loom__future_schedule(L, f, idx);
+  return 1;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Lua methods
+** =======================================================
+*/
+
+static loom_future *checkplain (lua_State *L, int idx) {
+  return (loom_future *)luaL_checkudata(L, idx, LOOM_FUTURE_MT);
+}
+
+static int future_result (lua_State *L) {
+  loom_future *f = loom__checkfuture(L, 1);
+  return loom__future_push_results(L, f, 1);
+}
+
+static int future_exception (lua_State *L) {
+  loom_future *f = loom__checkfuture(L, 1);
+  if (f->state == LOOM_PENDING)
+    return raise_error(L, "InvalidStateError", "exception is not set");
+  if (f->state == LOOM_CANCELLED)
+    return loom__future_push_results(L, f, 1);  /* raises */
+  if (!(f->fflags & LOOM_FERROR))
+    return 0;
+  f->fflags &= (uint8_t)~LOOM_FUNRETRIEVED;
+  if (f->h.kind == LOOM_KTASK) {
+    lua_State *co = ((loom_task *)f)->co;
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1);
+  }
+  else
+    lua_getiuservalue(L, 1, LOOM_FUV_VALUE);
+  return 1;
+}
+
+static int future_done (lua_State *L) {
+  lua_pushboolean(L, loom__checkfuture(L, 1)->state != LOOM_PENDING);
+  return 1;
+}
+
+static int future_cancelled (lua_State *L) {
+  lua_pushboolean(L, loom__checkfuture(L, 1)->state == LOOM_CANCELLED);
+  return 1;
+}
+
+static int future_cancel (lua_State *L) {
+  loom_future *f = checkplain(L, 1);
+  lua_settop(L, 2);
+  lua_pushboolean(L, loom__future_cancel(L, f, 1, 2));
+  return 1;
+}
+
+static int future_set_result (lua_State *L) {
+  loom_future *f = checkplain(L, 1);
+  int n = lua_gettop(L) - 1;
+  checkpending(L, f, "set_result");
+  if (n == 1)
+    lua_setiuservalue(L, 1, LOOM_FUV_VALUE);
+  else if (n > 1) {
+    int i;
+    lua_createtable(L, n, 0);
+    lua_insert(L, 2);
+    for (i = n; i >= 1; i--)
+      lua_rawseti(L, 2, i);
+    lua_setiuservalue(L, 1, LOOM_FUV_VALUE);
+  }
+  f->nres = n;
+  f->state = LOOM_FINISHED;
+  loom__future_schedule(L, f, 1);
+  return 0;
+}
+
+static int future_set_exception (lua_State *L) {
+  loom_future *f = checkplain(L, 1);
+  luaL_argexpected(L, !lua_isnoneornil(L, 2), 2, "error value");
+  checkpending(L, f, "set_exception");
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, LOOM_FUV_VALUE);
+  f->fflags |= LOOM_FERROR | LOOM_FUNRETRIEVED;
+  f->state = LOOM_FINISHED;
+  loom__future_schedule(L, f, 1);
+  return 0;
+}
+
+static int future_add_done_callback (lua_State *L) {
+  loom_future *f = loom__checkfuture(L, 1);
+  if (lua_type(L, 2) != LUA_TFUNCTION) {
+    if (luaL_getmetafield(L, 2, "__call") == LUA_TNIL)
+      luaL_typeerror(L, 2, "function");
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 2);
+  if (f->loop->closed && f->state != LOOM_PENDING)
+    return luaL_error(L, "add_done_callback: event loop is closed");
+  loom__future_add_callback(L, f, 1, 2);
+  return 0;
+}
+
+/* Removes every registration of the callback; returns how many. */
+static int future_remove_done_callback (lua_State *L) {
+  loom_future *f = loom__checkfuture(L, 1);
+  int removed = 0;
+  luaL_checkany(L, 2);
+  lua_settop(L, 2);
+  lua_getiuservalue(L, 1, LOOM_FUV_CALLBACKS);
+  if (!(f->fflags & LOOM_FMANYCB)) {
+    if (!lua_isnil(L, 3) && lua_rawequal(L, 2, 3)) {
+      lua_pushnil(L);
+      lua_setiuservalue(L, 1, LOOM_FUV_CALLBACKS);
+      removed = 1;
+    }
+  }
+  else {
+    lua_Integer i, j = 0, n = (lua_Integer)lua_rawlen(L, 3);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, 3, i);
+      if (lua_rawequal(L, -1, 2)) {
+        lua_pop(L, 1);
+        removed++;
+      }
+      else
+        lua_rawseti(L, 3, ++j);
+    }
+    for (i = j + 1; i <= n; i++) {
+      lua_pushnil(L);
+      lua_rawseti(L, 3, i);
+    }
+  }
+  lua_pushinteger(L, removed);
+  return 1;
+}
+
+static int future_get_loop (lua_State *L) {
+  loom__checkfuture(L, 1);
+  lua_getiuservalue(L, 1, LOOM_FUV_LOOP);
+  return 1;
+}
+
+static int future_tostring (lua_State *L) {
+  loom_future *f = loom__checkfuture(L, 1);
+  if (f->fflags & LOOM_FERROR) {
+    lua_getiuservalue(L, 1, LOOM_FUV_VALUE);
+    lua_pushfstring(L, "<Future finished error=%s>", luaL_tolstring(L, -1, NULL));
+  }
+  else
+    lua_pushfstring(L, "<Future %s>", state_names[f->state]);
+  return 1;
+}
+
+/*
+** Reports an error that nobody retrieved, from __gc. [-0, +0, -]
+*/
+static int future_gc (lua_State *L) {
+  loom_future *f = (loom_future *)lua_touserdata(L, 1);
+  if ((f->fflags & LOOM_FUNRETRIEVED) && f->state == LOOM_FINISHED) {
+    f->fflags &= (uint8_t)~LOOM_FUNRETRIEVED;
+    lua_settop(L, 1);
+    lua_createtable(L, 0, 3);
+    lua_pushliteral(L, "Future exception was never retrieved");
+    lua_setfield(L, 2, "message");
+    lua_getiuservalue(L, 1, LOOM_FUV_VALUE);
+    lua_setfield(L, 2, "exception");
+    lua_pushvalue(L, 1);
+    lua_setfield(L, 2, "future");
+    lua_getiuservalue(L, 1, LOOM_FUV_LOOP);
+    loom__report(L, 3, 2);
+  }
+  return 0;
+}
+
+/* Methods shared with Task (task.c adds its own on top). */
+const luaL_Reg loom__future_methods[] = {
+  {"result", future_result},
+  {"exception", future_exception},
+  {"done", future_done},
+  {"cancelled", future_cancelled},
+  {"add_done_callback", future_add_done_callback},
+  {"remove_done_callback", future_remove_done_callback},
+  {"get_loop", future_get_loop},
+  {NULL, NULL}
+};
+
+static const luaL_Reg plain_methods[] = {
+  {"cancel", future_cancel},
+  {"set_result", future_set_result},
+  {"set_exception", future_set_exception},
+  {NULL, NULL}
+};
+
+static const luaL_Reg future_metamethods[] = {
+  {"__tostring", future_tostring},
+  {"__gc", future_gc},
+  {NULL, NULL}
+};
+
+int loom__open_future (lua_State *L) {
+  luaL_newmetatable(L, LOOM_FUTURE_MT);
+  luaL_setfuncs(L, future_metamethods, 0);
+  lua_newtable(L);
+  luaL_setfuncs(L, loom__future_methods, 0);
+  luaL_setfuncs(L, plain_methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* }====================================================== */

@@ -1,0 +1,139 @@
+/*
+** handle.c
+** Handle and TimerHandle: what call_soon, call_later and call_at return.
+*/
+
+#include <limits.h>
+
+#include "internal.h"
+
+/*
+** A handle holds its callback in user value 1 and its arguments in user
+** values 2 .. nargs+1, so a handle is one allocation whatever it carries.
+*/
+typedef struct loom_handle {
+  loom_obj h;
+  int32_t nargs;
+  double when;              /* timer handles: the deadline */
+  loom_loop *loop;
+} loom_handle;
+
+static loom_handle *checkhandle (lua_State *L, int idx) {
+  loom_handle *h = (loom_handle *)luaL_testudata(L, idx, LOOM_HANDLE_MT);
+  if (h == NULL)
+    h = (loom_handle *)luaL_checkudata(L, idx, LOOM_TIMER_MT);
+  return h;
+}
+
+/*
+** Makes a handle of the given kind for the callable at fidx and the nargs
+** values after it, and pushes it; returns its absolute index.
+** [-0, +1, m]
+*/
+int loom__newhandle (lua_State *L, loom_loop *loop, int kind, int fidx,
+                     int nargs, double when) {
+  loom_handle *h;
+  int i;
+  fidx = lua_absindex(L, fidx);
+  if (nargs >= USHRT_MAX)
+    luaL_error(L, "too many arguments for a callback");
+  h = (loom_handle *)lua_newuserdatauv(L, sizeof(loom_handle), nargs + 1);
+  h->h.kind = (uint8_t)kind;
+  h->h.flags = 0;
+  h->h.spare = 0;
+  h->h.slot = -1;
+  h->nargs = nargs;
+  h->when = when;
+  h->loop = loop;
+  luaL_setmetatable(L, kind == LOOM_KTIMER ? LOOM_TIMER_MT : LOOM_HANDLE_MT);
+  for (i = 0; i <= nargs; i++) {
+    lua_pushvalue(L, fidx + i);
+    lua_setiuservalue(L, -2, i + 1);
+  }
+  return lua_gettop(L);
+}
+
+/*
+** Calls the callback of the handle at idx with its arguments; errors
+** propagate to the caller (the loop's batch runner).
+*/
+void loom__run_handle (lua_State *L, loom_obj *o, int idx) {
+  loom_handle *h = (loom_handle *)o;
+  int i, n = h->nargs;
+  luaL_checkstack(L, n + 1, "too many arguments for a callback");
+  for (i = 1; i <= n + 1; i++)
+    lua_getiuservalue(L, idx, i);
+  lua_call(L, n, 0);
+}
+
+static int handle_cancel (lua_State *L) {
+  loom_handle *h = checkhandle(L, 1);
+  if (!(h->h.flags & LOOM_FCANCELLED)) {
+    h->h.flags |= LOOM_FCANCELLED;
+    if (h->h.flags & LOOM_FINHEAP)
+      loom__heap_cancelled(h->loop);
+  }
+  return 0;
+}
+
+static int handle_cancelled (lua_State *L) {
+  loom_handle *h = checkhandle(L, 1);
+  lua_pushboolean(L, h->h.flags & LOOM_FCANCELLED);
+  return 1;
+}
+
+static int handle_when (lua_State *L) {
+  loom_handle *h = (loom_handle *)luaL_checkudata(L, 1, LOOM_TIMER_MT);
+  lua_pushnumber(L, h->when);
+  return 1;
+}
+
+static int handle_tostring (lua_State *L) {
+  loom_handle *h = checkhandle(L, 1);
+  const char *kind = h->h.kind == LOOM_KTIMER ? "TimerHandle" : "Handle";
+  const char *state = (h->h.flags & LOOM_FCANCELLED) ? " cancelled" : "";
+  if (lua_getiuservalue(L, 1, 1) == LUA_TFUNCTION) {
+    lua_Debug ar;
+    lua_getinfo(L, ">S", &ar);
+    if (ar.linedefined > 0)
+      lua_pushfstring(L, "<%s %s:%d%s>", kind, ar.short_src, ar.linedefined,
+                      state);
+    else
+      lua_pushfstring(L, "<%s %s%s>", kind, ar.short_src, state);
+  }
+  else
+    lua_pushfstring(L, "<%s %s%s>", kind, luaL_typename(L, -1), state);
+  return 1;
+}
+
+static const luaL_Reg handle_methods[] = {
+  {"cancel", handle_cancel},
+  {"cancelled", handle_cancelled},
+  {NULL, NULL}
+};
+
+static const luaL_Reg timer_methods[] = {
+  {"cancel", handle_cancel},
+  {"cancelled", handle_cancelled},
+  {"when", handle_when},
+  {NULL, NULL}
+};
+
+static const luaL_Reg handle_metamethods[] = {
+  {"__tostring", handle_tostring},
+  {NULL, NULL}
+};
+
+int loom__open_handle (lua_State *L) {
+  luaL_newmetatable(L, LOOM_HANDLE_MT);
+  luaL_setfuncs(L, handle_metamethods, 0);
+  luaL_newlib(L, handle_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, LOOM_TIMER_MT);
+  luaL_setfuncs(L, handle_metamethods, 0);
+  luaL_newlib(L, timer_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  return 0;
+}

@@ -1,0 +1,202 @@
+/*
+** internal.h
+** Private declarations shared by the files of the core (loom.core).
+*/
+
+#ifndef LOOM_INTERNAL_H
+#define LOOM_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#define LOOM_VERSION "0.1.0"
+
+/* Metatable names (dotted, so luaL_typeerror messages read well). */
+#define LOOM_LOOP_MT   "loom.Loop"
+#define LOOM_HANDLE_MT "loom.Handle"
+#define LOOM_TIMER_MT  "loom.TimerHandle"
+#define LOOM_FUTURE_MT "loom.Future"
+#define LOOM_TASK_MT   "loom.Task"
+
+/*
+** Every object that can sit in the ready queue or the timer heap starts
+** with the same header, so the loop can tell what it popped without a
+** metatable check.
+*/
+enum {
+  LOOM_KHANDLE = 1,  /* call_soon handle */
+  LOOM_KTIMER,       /* call_later / call_at handle */
+  LOOM_KFUTURE,      /* future whose done callbacks are due */
+  LOOM_KTASK         /* task: a step is due, or its done callbacks are */
+};
+
+/* Object flags. */
+#define LOOM_FCANCELLED 0x01u  /* handle: cancel() was called */
+#define LOOM_FINHEAP    0x02u  /* timer handle: still in the heap */
+
+typedef struct loom_obj {
+  uint8_t kind;
+  uint8_t flags;
+  uint16_t spare;
+  int32_t slot;   /* timer-heap pin slot, or -1 */
+} loom_obj;
+
+/* Future states. */
+enum { LOOM_PENDING = 0, LOOM_FINISHED, LOOM_CANCELLED };
+
+/* Future flags. */
+#define LOOM_FERROR      0x01u  /* finished with an error value */
+#define LOOM_FUNRETRIEVED 0x02u /* error not yet looked at by anybody */
+#define LOOM_FMANYCB     0x04u  /* callback slot holds a list table */
+#define LOOM_FSCHEDULED  0x08u  /* callbacks queued in the ready queue */
+
+/*
+** User values of a future (and of a task, which extends it).
+*/
+enum {
+  LOOM_FUV_VALUE = 1,  /* future: result, packed results, or error value;
+                          task: its coroutine (results live on its stack) */
+  LOOM_FUV_CALLBACKS,  /* one callback, or a list table (LOOM_FMANYCB) */
+  LOOM_FUV_LOOP,       /* the owning loop: keeps it alive */
+  LOOM_FUV_EXTRA,      /* lazily made table: name, cancel message, ... */
+  LOOM_FUV_COUNT = LOOM_FUV_EXTRA
+};
+
+struct loom_loop;
+
+typedef struct loom_future {
+  loom_obj h;
+  uint8_t state;
+  uint8_t fflags;
+  uint16_t spare;
+  int32_t nres;             /* number of result values when finished */
+  struct loom_loop *loop;
+} loom_future;
+
+typedef struct loom_task {
+  loom_future f;
+  lua_State *co;            /* anchored by user value LOOM_FUV_VALUE */
+  loom_future *waiter;      /* future being awaited (anchored by co) */
+  uint64_t sleep_seq;       /* heap entry that wakes this task, or 0 */
+  uint32_t id;
+  int32_t ncancels;         /* cancel requests not yet uncancelled */
+  uint8_t must_cancel;      /* cancel() arrived; raise at next step */
+  uint8_t throw_cancel;     /* this step must raise CancelledError */
+  uint8_t started;          /* the coroutine has been resumed once */
+  uint8_t body_failed;      /* the body raised (error is on co's stack) */
+  int32_t wslot;            /* slot in the loop's weak task list, or 0 */
+  int32_t nyield;           /* values the last yield left on co's stack */
+} loom_task;
+
+typedef struct loom_heapentry {
+  double when;
+  uint64_t seq;
+  int32_t slot;             /* pin slot of the object */
+} loom_heapentry;
+
+/*
+** User values of a loop.
+*/
+enum {
+  LOOM_LUV_HANDLER = 1, /* exception handler or nil */
+  LOOM_LUV_FACTORY,     /* task factory or nil */
+  LOOM_LUV_SIGINT,      /* SIGINT callback or nil */
+  LOOM_LUV_COUNT = LOOM_LUV_SIGINT
+};
+
+typedef struct loom_loop {
+  uv_loop_t uv;
+  uv_timer_t wakeup;        /* bounds a blocking poll by the next timer */
+  uv_async_t async;         /* wakes a blocked poll from other threads */
+  uv_signal_t sigint;       /* Ctrl-C for the executable */
+  lua_State *L;             /* thread running the loop, while it runs */
+  int self_ref;             /* registry ref to the loop, while it runs */
+  struct loom_task *current;
+  /* Tables in the registry: the ready queue of the next iteration
+  ** (entries 1..nready), an emptied one to swap with, the pins that
+  ** anchor heap entries (slot -> object), and the weak list of pending
+  ** tasks (slot -> task). */
+  int ready_ref, spare_ref, pins_ref, tasks_ref;
+  int nready;
+  int ncur, icur;           /* the batch being run: entries icur+1..ncur */
+  /* timer heap */
+  loom_heapentry *heap;
+  int nheap, heapcap;
+  int ncancelled;           /* dead entries still in the heap */
+  uint64_t seq;             /* tie-breaker for equal deadlines */
+  int *freeslots;           /* free pin slots */
+  int nfree, freecap, maxslot;
+  /* weak task list slots */
+  int *tfree;
+  int ntfree, tfreecap, tmax;
+  int ntasks_alive;
+  /* clock */
+  double vnow;              /* virtual time, when virtual */
+  double lastpoll;
+  int sincepoll;
+  uint32_t taskids;
+  double slow_callback_duration;
+  uint8_t virtual_time;
+  uint8_t running;
+  uint8_t stopping;
+  uint8_t closed;
+  uint8_t debug;
+  uint8_t uvinit;           /* uv loop and handles initialised */
+  uint8_t sigint_on;
+} loom_loop;
+
+/* loop.c */
+loom_loop *loom__checkloop(lua_State *L, int idx);
+loom_loop *loom__checkopen(lua_State *L, int idx, const char *fname);
+loom_loop *loom__running(void);
+double loom__now(loom_loop *loop);
+void loom__ready_push(lua_State *L, loom_loop *loop, int idx);
+void loom__heap_push(lua_State *L, loom_loop *loop, int idx, double when,
+                     uint64_t *seq);
+void loom__heap_cancelled(loom_loop *loop);
+int loom__report(lua_State *L, int loopidx, int ctxidx);
+int loom__traceback(lua_State *L);
+int loom__open_loop(lua_State *L);
+
+/* handle.c */
+int loom__newhandle(lua_State *L, loom_loop *loop, int kind, int fidx,
+                    int nargs, double when);
+void loom__run_handle(lua_State *L, loom_obj *h, int idx);
+int loom__open_handle(lua_State *L);
+
+/* future.c */
+extern const luaL_Reg loom__future_methods[];
+loom_future *loom__tofuture(lua_State *L, int idx);
+loom_future *loom__checkfuture(lua_State *L, int idx);
+void loom__future_init(lua_State *L, loom_future *f, loom_loop *loop,
+                       int loopidx, int kind);
+int loom__future_new(lua_State *L, loom_loop *loop, int loopidx);
+void loom__future_schedule(lua_State *L, loom_future *f, int idx);
+void loom__future_run_callbacks(lua_State *L, loom_future *f, int idx);
+int loom__future_push_results(lua_State *L, loom_future *f, int idx);
+int loom__future_cancel(lua_State *L, loom_future *f, int idx, int msgidx);
+void loom__future_add_callback(lua_State *L, loom_future *f, int idx,
+                               int cbidx);
+void loom__push_error(lua_State *L, const char *cls, const char *msg);
+void loom__push_cancelled(lua_State *L, int msgidx);
+int loom__is_cancelled_error(lua_State *L, int idx);
+void loom__extra(lua_State *L, int idx);
+int loom__open_future(lua_State *L);
+
+/* task.c */
+loom_task *loom__totask(lua_State *L, int idx);
+void loom__task_step(lua_State *L, loom_task *t, int idx);
+void loom__task_wakeup(lua_State *L, loom_task *t, int idx);
+int loom__task_new(lua_State *L, loom_loop *loop, int loopidx, int fidx,
+                   int nargs);
+int loom__open_task(lua_State *L);
+
+/* Private keys in the registry. */
+extern const char loom__errors_key;   /* table of error classes */
+
+#endif

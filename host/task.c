@@ -1,0 +1,696 @@
+/*
+** task.c
+** Task: a future that drives a coroutine; await, sleep and cancellation.
+*/
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/*
+** What a task's coroutine yielded last, so the next step knows how to
+** resume it. Awaiting yields the private await key and the future; sleep
+** yields the sleep key and the deadline (nil for sleep(0)); anything else
+** is a bare coroutine.yield(), which means sleep(0).
+*/
+enum { YIELD_NONE = 0, YIELD_AWAIT, YIELD_SLEEP, YIELD_BARE };
+
+static const char await_key = 'a';
+static const char sleep_key = 's';
+
+/* Field 'spare' of the future header holds the yield state of a task. */
+#define yielded(t) ((t)->f.spare)
+
+
+/*
+** {======================================================
+** Helpers
+** =======================================================
+*/
+
+loom_task *loom__totask (lua_State *L, int idx) {
+  return (loom_task *)luaL_testudata(L, idx, LOOM_TASK_MT);
+}
+
+static loom_task *checktask (lua_State *L, int idx) {
+  return (loom_task *)luaL_checkudata(L, idx, LOOM_TASK_MT);
+}
+
+/*
+** The task whose coroutine is L; raises a clear error when L is not the
+** coroutine of the task now running.
+*/
+static loom_task *intask (lua_State *L, const char *fname) {
+  loom_loop *loop = loom__running();
+  loom_task *t = loop ? loop->current : NULL;
+  if (t == NULL)
+    luaL_error(L, "%s: not inside a task (no task is running)", fname);
+  if (t->co != L)
+    luaL_error(L, "%s: called from a coroutine that is not a task "
+               "(a plain coroutine inside a task cannot await)", fname);
+  return t;
+}
+
+/* The task of a continuation; raises if the coroutine was resumed by
+** anything other than its loop. */
+static loom_task *resumed (lua_State *co) {
+  loom_loop *loop = loom__running();
+  loom_task *t = loop ? loop->current : NULL;
+  if (t == NULL || t->co != co)
+    luaL_error(co, "a task's coroutine was resumed by something other than "
+               "its event loop");
+  return t;
+}
+
+static void push_cancel_message (lua_State *L, int idx) {
+  if (lua_getiuservalue(L, idx, LOOM_FUV_EXTRA) == LUA_TTABLE) {
+    lua_getfield(L, -1, "cancel_message");
+    lua_remove(L, -2);
+  }
+  else {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
+}
+
+/* Weak list of pending tasks, for all_tasks(). */
+static void tasks_add (lua_State *L, loom_loop *loop, loom_task *t, int idx) {
+  int slot;
+  idx = lua_absindex(L, idx);
+  if (loop->ntfree > 0)
+    slot = loop->tfree[--loop->ntfree];
+  else
+    slot = ++loop->tmax;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->tasks_ref);
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, -2, slot);
+  lua_pop(L, 1);
+  t->wslot = slot;
+}
+
+static void tasks_remove (lua_State *L, loom_loop *loop, loom_task *t) {
+  int slot = t->wslot;
+  if (slot == 0)
+    return;
+  t->wslot = 0;
+  if (loop->closed)
+    return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->tasks_ref);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, slot);
+  lua_pop(L, 1);
+  if (loop->ntfree == loop->tfreecap) {
+    int ncap = loop->tfreecap ? loop->tfreecap * 2 : 64;
+    int *p = (int *)realloc(loop->tfree, (size_t)ncap * sizeof(int));
+    if (p == NULL)
+      return;  /* the slot is lost, nothing else */
+    loop->tfree = p;
+    loop->tfreecap = ncap;
+  }
+  loop->tfree[loop->ntfree++] = slot;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** The body: the task's function runs under a yieldable protected call
+** inside its coroutine, so to-be-closed variables close (and may await)
+** as the error unwinds, and a message handler keeps the traceback.
+** =======================================================
+*/
+
+static const char tb_key = 't';
+
+static int body_msgh (lua_State *co) {
+  if (!loom__is_cancelled_error(co, 1)) {
+    luaL_traceback(co, co, NULL, 1);
+    lua_rawsetp(co, LUA_REGISTRYINDEX, &tb_key);
+  }
+  lua_settop(co, 1);
+  return 1;
+}
+
+/* Stack: task, msgh, results... or task, msgh, error. */
+static int body_k (lua_State *co, int status, lua_KContext ctx) {
+  (void)ctx;
+  if (status != LUA_OK && status != LUA_YIELD) {
+    loom_task *t = (loom_task *)lua_touserdata(co, 1);
+    t->body_failed = 1;
+    if (lua_rawgetp(co, LUA_REGISTRYINDEX, &tb_key) == LUA_TSTRING) {
+      loom__extra(co, 1);
+      lua_insert(co, -2);
+      lua_setfield(co, -2, "traceback");
+      lua_pop(co, 1);
+      lua_pushnil(co);
+      lua_rawsetp(co, LUA_REGISTRYINDEX, &tb_key);
+    }
+    else
+      lua_pop(co, 1);
+    return 1;
+  }
+  return lua_gettop(co) - 2;
+}
+
+/* Stack: task, fn, args... */
+static int body (lua_State *co) {
+  int n = lua_gettop(co) - 2;
+  lua_pushcfunction(co, body_msgh);
+  lua_insert(co, 2);
+  return body_k(co, lua_pcallk(co, n, LUA_MULTRET, 2, 0, body_k), 0);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Creation
+** =======================================================
+*/
+
+/*
+** Makes a task running the function at fidx with the nargs values after
+** it, schedules its first step and pushes it. [-0, +1, m]
+*/
+int loom__task_new (lua_State *L, loom_loop *loop, int loopidx, int fidx,
+                    int nargs) {
+  loom_task *t;
+  lua_State *co;
+  int i;
+  loopidx = lua_absindex(L, loopidx);
+  fidx = lua_absindex(L, fidx);
+  t = (loom_task *)lua_newuserdatauv(L, sizeof(loom_task), LOOM_FUV_COUNT);
+  memset(t, 0, sizeof(*t));
+  loom__future_init(L, &t->f, loop, loopidx, LOOM_KTASK);
+  luaL_setmetatable(L, LOOM_TASK_MT);  /* co == NULL: __gc does nothing */
+  co = lua_newthread(L);
+  lua_setiuservalue(L, -2, LOOM_FUV_VALUE);
+  luaL_checkstack(L, nargs + 2, "too many arguments");
+  if (!lua_checkstack(co, nargs + 3))
+    luaL_error(L, "create_task: too many arguments");
+  lua_pushcfunction(L, body);
+  lua_pushvalue(L, -2);  /* the task */
+  for (i = 0; i <= nargs; i++)
+    lua_pushvalue(L, fidx + i);
+  lua_xmove(L, co, nargs + 3);
+  t->id = ++loop->taskids;
+  tasks_add(L, loop, t, -1);
+  loom__ready_push(L, loop, -1);
+  t->co = co;
+  return 1;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Stepping
+** =======================================================
+*/
+
+/* Ends the task at idx: the coroutine finished with status/nres. */
+static void finish (lua_State *L, loom_task *t, int idx, int status, int nres) {
+  lua_State *co = t->co;
+  t->waiter = NULL;
+  yielded(t) = YIELD_NONE;
+  if (status == LUA_OK && !t->body_failed) {
+    if (t->must_cancel) {  /* cancelled right before it returned */
+      t->must_cancel = 0;
+      push_cancel_message(L, idx);
+      loom__push_cancelled(L, lua_gettop(L));
+      lua_settop(co, 0);
+      lua_xmove(L, co, 1);
+      lua_pop(L, 1);
+      t->f.state = LOOM_CANCELLED;
+    }
+    else {
+      int extra = lua_gettop(co) - nres;
+      if (extra > 0) {
+        lua_rotate(co, 1, -extra);
+        lua_settop(co, nres);
+      }
+      t->f.nres = nres;
+      t->f.state = LOOM_FINISHED;
+    }
+  }
+  else {
+    if (status != LUA_OK) {
+      /* an error outside the body (its message handler, memory): keep the
+      ** traceback of the dead coroutine, then clear it */
+      lua_xmove(co, L, 1);
+      loom__extra(L, idx);
+      luaL_traceback(L, co, NULL, 0);
+      lua_setfield(L, -2, "traceback");
+      lua_pop(L, 1);
+      lua_resetthread(co);
+      lua_settop(co, 0);
+      lua_xmove(L, co, 1);
+    }
+    if (loom__is_cancelled_error(co, -1))
+      t->f.state = LOOM_CANCELLED;
+    else {
+      t->f.state = LOOM_FINISHED;
+      t->f.fflags |= LOOM_FERROR | LOOM_FUNRETRIEVED;
+    }
+  }
+  tasks_remove(L, t->f.loop, t);
+  loom__future_schedule(L, &t->f, idx);
+}
+
+/* Cancels the waiter (the future at top); returns whether it was pending. */
+static int cancel_waiter (lua_State *L, int msgidx);
+
+/*
+** Runs one step of the task at idx: resumes its coroutine until it
+** awaits, sleeps, yields or ends.
+*/
+void loom__task_step (lua_State *L, loom_task *t, int idx) {
+  loom_loop *loop = t->f.loop;
+  lua_State *co = t->co;
+  loom_task *prev;
+  int nargs = 0, status, nres;
+  idx = lua_absindex(L, idx);
+  if (t->must_cancel && yielded(t) != YIELD_BARE) {
+    t->must_cancel = 0;
+    t->throw_cancel = 1;
+  }
+  if (!t->started) {
+    t->started = 1;
+    if (t->throw_cancel) {  /* cancelled before it ever ran */
+      t->throw_cancel = 0;
+      t->must_cancel = 1;
+      finish(L, t, idx, LUA_OK, 0);
+      return;
+    }
+    nargs = lua_gettop(co) - 1;
+  }
+  else {
+    lua_pop(co, t->nyield);
+    t->nyield = 0;
+    if (t->throw_cancel) {
+      push_cancel_message(L, idx);
+      lua_xmove(L, co, 1);
+      nargs = 1;
+    }
+  }
+  yielded(t) = YIELD_NONE;
+  prev = loop->current;
+  loop->current = t;
+  status = lua_resume(co, L, nargs, &nres);
+  loop->current = prev;
+  t->throw_cancel = 0;
+  if (status == LUA_YIELD)
+    t->nyield = nres;
+  else {
+    finish(L, t, idx, status, nres);
+    return;
+  }
+  {
+    const void *key = nres == 2 ? lua_touserdata(co, -2) : NULL;
+    if (key == &await_key) {
+      loom_future *fut = (loom_future *)lua_touserdata(co, -1);
+      lua_pushvalue(co, -1);
+      lua_xmove(co, L, 1);
+      t->waiter = fut;
+      yielded(t) = YIELD_AWAIT;
+      loom__future_add_callback(L, fut, -1, idx);
+      if (t->must_cancel) {
+        push_cancel_message(L, idx);
+        if (cancel_waiter(L, lua_gettop(L)))
+          t->must_cancel = 0;
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 1);
+    }
+    else if (key == &sleep_key) {
+      yielded(t) = YIELD_SLEEP;
+      if (lua_isnil(co, -1) || t->must_cancel)
+        loom__ready_push(L, loop, idx);
+      else
+        loom__heap_push(L, loop, idx, lua_tonumber(co, -1), &t->sleep_seq);
+    }
+    else {
+      yielded(t) = YIELD_BARE;
+      loom__ready_push(L, loop, idx);
+    }
+    /* the yielded values stay on co's stack until the next step */
+  }
+}
+
+/* The future the task at cbidx awaited is done: step it. */
+void loom__task_wakeup (lua_State *L, loom_task *t, int idx) {
+  if (t->f.state != LOOM_PENDING || yielded(t) != YIELD_AWAIT)
+    return;  /* stale wakeup */
+  t->waiter = NULL;
+  loom__task_step(L, t, idx);
+}
+
+/*
+** Requests cancellation of the task at idx with the message at msgidx;
+** returns whether the task was pending.
+*/
+static int task_cancel_impl (lua_State *L, loom_task *t, int idx, int msgidx) {
+  idx = lua_absindex(L, idx);
+  msgidx = lua_absindex(L, msgidx);
+  if (t->f.state != LOOM_PENDING)
+    return 0;
+  t->ncancels++;
+  if (!lua_isnil(L, msgidx)) {
+    loom__extra(L, idx);
+    lua_pushvalue(L, msgidx);
+    lua_setfield(L, -2, "cancel_message");
+    lua_pop(L, 1);
+  }
+  if (yielded(t) == YIELD_AWAIT && t->waiter != NULL) {
+    int r;
+    lua_pushvalue(t->co, -1);  /* the waiter, left on co's stack */
+    lua_xmove(t->co, L, 1);
+    r = cancel_waiter(L, msgidx);
+    lua_pop(L, 1);
+    if (r)
+      return 1;  /* it wakes the task with CancelledError */
+  }
+  t->must_cancel = 1;
+  if (yielded(t) == YIELD_SLEEP && t->sleep_seq != 0) {
+    t->sleep_seq = 0;  /* its heap entry is dead now */
+    loom__heap_cancelled(t->f.loop);
+    loom__ready_push(L, t->f.loop, idx);
+  }
+  return 1;
+}
+
+static int cancel_waiter (lua_State *L, int msgidx) {
+  loom_task *w = loom__totask(L, -1);
+  if (w != NULL)
+    return task_cancel_impl(L, w, -1, msgidx);
+  return loom__future_cancel(L, (loom_future *)lua_touserdata(L, -1), -1,
+                             msgidx);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** await and sleep
+** =======================================================
+*/
+
+static int raise_cancel (lua_State *co) {
+  /* the step passed the cancel message as the resume value */
+  loom__push_cancelled(co, lua_gettop(co));
+  return lua_error(co);
+}
+
+/* Stack: fut [, cancel message] */
+static int await_k (lua_State *co, int status, lua_KContext ctx) {
+  loom_task *t = resumed(co);
+  (void)status; (void)ctx;
+  if (t->throw_cancel) {
+    t->throw_cancel = 0;
+    return raise_cancel(co);
+  }
+  lua_settop(co, 1);
+  return loom__future_push_results(co, (loom_future *)lua_touserdata(co, 1), 1);
+}
+
+/*
+** await(fut): returns the future's results, or raises its error; suspends
+** the running task until the future is done.
+*/
+static int core_await (lua_State *L) {
+  loom_future *f = loom__tofuture(L, 1);
+  loom_task *t;
+  if (f == NULL)
+    return luaL_typeerror(L, 1, "loom.Future");
+  lua_settop(L, 1);
+  if (f->state != LOOM_PENDING)
+    return loom__future_push_results(L, f, 1);
+  t = intask(L, "await");
+  if (f == &t->f)
+    return luaL_error(L, "await: a task cannot await itself");
+  if (f->loop != t->f.loop)
+    return luaL_error(L, "await: the future belongs to a different event "
+                      "loop");
+  lua_pushlightuserdata(L, (void *)&await_key);
+  lua_pushvalue(L, 1);
+  return lua_yieldk(L, 2, 0, await_k);
+}
+
+/* Stack: delay, values... [, cancel message] */
+static int sleep_k (lua_State *co, int status, lua_KContext ctx) {
+  loom_task *t = resumed(co);
+  (void)status; (void)ctx;
+  if (t->throw_cancel) {
+    t->throw_cancel = 0;
+    return raise_cancel(co);
+  }
+  return lua_gettop(co) - 1;
+}
+
+/*
+** sleep(delay, ...): suspends the running task for delay seconds and
+** returns the extra arguments.
+*/
+static int core_sleep (lua_State *L) {
+  double d = luaL_checknumber(L, 1);
+  loom_task *t;
+  if (isnan(d))
+    return luaL_argerror(L, 1, "delay is NaN");
+  if (d < 0)
+    return luaL_argerror(L, 1, "delay is negative");
+  t = intask(L, "sleep");
+  lua_pushlightuserdata(L, (void *)&sleep_key);
+  if (d == 0)
+    lua_pushnil(L);
+  else
+    lua_pushnumber(L, loom__now(t->f.loop) + d);
+  return lua_yieldk(L, 2, 0, sleep_k);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Lua methods and functions
+** =======================================================
+*/
+
+static int task_cancel (lua_State *L) {
+  loom_task *t = checktask(L, 1);
+  lua_settop(L, 2);
+  lua_pushboolean(L, task_cancel_impl(L, t, 1, 2));
+  return 1;
+}
+
+static int task_cancelling (lua_State *L) {
+  lua_pushinteger(L, checktask(L, 1)->ncancels);
+  return 1;
+}
+
+static int task_uncancel (lua_State *L) {
+  loom_task *t = checktask(L, 1);
+  if (t->ncancels > 0) {
+    t->ncancels--;
+    if (t->ncancels == 0)
+      t->must_cancel = 0;
+  }
+  lua_pushinteger(L, t->ncancels);
+  return 1;
+}
+
+static int task_get_name (lua_State *L) {
+  loom_task *t = checktask(L, 1);
+  if (lua_getiuservalue(L, 1, LOOM_FUV_EXTRA) == LUA_TTABLE
+      && lua_getfield(L, -1, "name") != LUA_TNIL)
+    return 1;
+  lua_pushfstring(L, "Task-%d", (int)t->id);
+  return 1;
+}
+
+static int task_set_name (lua_State *L) {
+  checktask(L, 1);
+  luaL_checkany(L, 2);
+  luaL_tolstring(L, 2, NULL);
+  loom__extra(L, 1);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "name");
+  return 0;
+}
+
+static int task_get_coro (lua_State *L) {
+  checktask(L, 1);
+  lua_getiuservalue(L, 1, LOOM_FUV_VALUE);
+  return 1;
+}
+
+static int task_no_set (lua_State *L) {
+  checktask(L, 1);
+  return luaL_error(L, "tasks do not support set_result or set_exception");
+}
+
+static int task_tostring (lua_State *L) {
+  loom_task *t = checktask(L, 1);
+  static const char *const names[] = {"pending", "finished", "cancelled"};
+  lua_settop(L, 1);
+  task_get_name(L);
+  lua_pushfstring(L, "<Task %s %s%s>", lua_tostring(L, -1), names[t->f.state],
+                  (t->f.fflags & LOOM_FERROR) ? " with error" : "");
+  return 1;
+}
+
+static int task_gc (lua_State *L) {
+  loom_task *t = (loom_task *)lua_touserdata(L, 1);
+  loom_loop *loop = t->f.loop;
+  const char *msg = NULL;
+  if (t->co == NULL)
+    return 0;
+  if (t->f.state == LOOM_PENDING) {
+    if (t->wslot != 0 && !loop->closed) {
+      msg = "Task was destroyed but it is pending!";
+      tasks_remove(L, loop, t);
+    }
+    t->wslot = 0;
+  }
+  else if ((t->f.fflags & LOOM_FUNRETRIEVED) && !(t->f.fflags & 0x80)) {
+    msg = "Task exception was never retrieved";
+    t->f.fflags &= (uint8_t)~LOOM_FUNRETRIEVED;
+  }
+  if (msg != NULL) {
+    lua_settop(L, 1);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, msg);
+    lua_setfield(L, 2, "message");
+    lua_pushvalue(L, 1);
+    lua_setfield(L, 2, "task");
+    if (t->f.state != LOOM_PENDING) {
+      lua_pushvalue(t->co, -1);
+      lua_xmove(t->co, L, 1);
+      lua_setfield(L, 2, "exception");
+      if (lua_getiuservalue(L, 1, LOOM_FUV_EXTRA) == LUA_TTABLE) {
+        lua_getfield(L, -1, "traceback");
+        lua_setfield(L, 2, "traceback");
+      }
+      lua_pop(L, 1);
+    }
+    lua_getiuservalue(L, 1, LOOM_FUV_LOOP);
+    loom__report(L, 3, 2);
+  }
+  return 0;
+}
+
+static int core_current_task (lua_State *L) {
+  loom_loop *loop = loom__running();
+  if (!lua_isnoneornil(L, 1)) {
+    loop = loom__checkloop(L, 1);
+    if (!loop->running)
+      return 0;
+  }
+  if (loop == NULL || loop->current == NULL)
+    return 0;
+  /* a running task is pending, so it is in the weak task list */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->tasks_ref);
+  lua_rawgeti(L, -1, loop->current->wslot);
+  return 1;
+}
+
+/* all_tasks([loop]): list of the pending tasks of the loop. */
+static int core_all_tasks (lua_State *L) {
+  loom_loop *loop;
+  int i, n = 0;
+  if (!lua_isnoneornil(L, 1))
+    loop = loom__checkloop(L, 1);
+  else {
+    loop = loom__running();
+    if (loop == NULL)
+      return luaL_error(L, "all_tasks: no running event loop");
+  }
+  lua_newtable(L);
+  if (loop->closed)
+    return 1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->tasks_ref);
+  for (i = 1; i <= loop->tmax; i++) {
+    if (lua_rawgeti(L, -1, i) != LUA_TNIL) {
+      loom_task *t = (loom_task *)lua_touserdata(L, -1);
+      if (t->f.state == LOOM_PENDING) {
+        lua_rawseti(L, -3, ++n);
+        continue;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* _task_traceback(task): the traceback kept when its body raised. */
+static int core_task_traceback (lua_State *L) {
+  checktask(L, 1);
+  if (lua_getiuservalue(L, 1, LOOM_FUV_EXTRA) != LUA_TTABLE)
+    return 0;
+  lua_getfield(L, -1, "traceback");
+  return 1;
+}
+
+/* _set_errors(classes): the error classes the core raises. */
+static int core_set_errors (lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &loom__errors_key);
+  return 0;
+}
+
+static const luaL_Reg task_methods[] = {
+  {"cancel", task_cancel},
+  {"cancelling", task_cancelling},
+  {"uncancel", task_uncancel},
+  {"get_name", task_get_name},
+  {"set_name", task_set_name},
+  {"get_coro", task_get_coro},
+  {"set_result", task_no_set},
+  {"set_exception", task_no_set},
+  {"await", core_await},
+  {NULL, NULL}
+};
+
+static const luaL_Reg task_metamethods[] = {
+  {"__tostring", task_tostring},
+  {"__gc", task_gc},
+  {NULL, NULL}
+};
+
+static const luaL_Reg task_functions[] = {
+  {"await", core_await},
+  {"sleep", core_sleep},
+  {"current_task", core_current_task},
+  {"all_tasks", core_all_tasks},
+  {"_task_traceback", core_task_traceback},
+  {"_set_errors", core_set_errors},
+  {NULL, NULL}
+};
+
+int loom__open_task (lua_State *L) {
+  luaL_newmetatable(L, LOOM_TASK_MT);
+  luaL_setfuncs(L, task_metamethods, 0);
+  lua_newtable(L);
+  luaL_setfuncs(L, loom__future_methods, 0);
+  luaL_setfuncs(L, task_methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  /* futures are awaitable too */
+  luaL_getmetatable(L, LOOM_FUTURE_MT);
+  lua_getfield(L, -1, "__index");
+  lua_pushcfunction(L, core_await);
+  lua_setfield(L, -2, "await");
+  lua_pop(L, 2);
+  luaL_setfuncs(L, task_functions, 0);  /* into the module table */
+  return 0;
+}
+
+/* }====================================================== */
