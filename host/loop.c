@@ -1026,8 +1026,8 @@ static void loop_shutdown (lua_State *L, loom_loop *loop) {
   loop->heap = NULL;
   loop->freeslots = loop->tfree = NULL;
   loop->nheap = loop->heapcap = 0;
-  loop->nfree = loop->freecap = 0;
-  loop->ntfree = loop->tfreecap = 0;
+  loop->nfree = loop->freecap = loop->maxslot = 0;
+  loop->ntfree = loop->tfreecap = loop->tmax = 0;
 }
 
 static int loop_close (lua_State *L) {

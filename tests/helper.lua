@@ -1,0 +1,111 @@
+-- helper.lua: shared by the specs (require "helper").
+--
+-- H.setup() installs, for the spec file that calls it at its top level, an
+-- after_each that
+--   (a) closes every loop made through H.loop() (running it until idle
+--       first, when asked),
+--   (b) asserts that every H.expect(fn, n) wrapper ran exactly n times,
+--   (c) collects garbage twice and checks that no registry reference
+--       leaked, and that closed loops hold no pins or tasks.
+-- Loops are virtual-time by default, so timer-heavy specs take no real
+-- time: pass {virtual_time = false} for a real clock.
+
+local loom = require "loom"
+local assert = require "luassert"
+
+local H = {}
+
+H.mode = os.getenv("LOOM_TEST_MODE") or "module"
+
+local loops, expects = {}, {}
+
+-- Number of live integer-keyed entries in the registry (luaL_ref slots).
+local function registry_refs()
+  local reg, n = debug.getregistry(), 0
+  for k, v in pairs(reg) do
+    if math.type(k) == "integer" and k > 2 and type(v) ~= "number" then
+      n = n + 1
+    end
+  end
+  return n
+end
+
+-- A new loop, closed (and checked) after the test.
+function H.loop(opts)
+  opts = opts or {}
+  if opts.virtual_time == nil then opts.virtual_time = true end
+  local loop = loom.new_event_loop(opts)
+  loops[#loops + 1] = loop
+  return loop
+end
+
+-- Runs fn(...) as a task on a new loop until it completes; returns its
+-- results, raises its error. The loop is closed by the after_each.
+function H.run(fn, ...)
+  local loop = H.loop()
+  return loop:run_until_complete(fn, ...)
+end
+
+-- Wraps fn; the after_each asserts the wrapper ran exactly n times.
+function H.expect(fn, n)
+  local e = { calls = 0, n = n, where = debug.traceback("", 2) }
+  expects[#expects + 1] = e
+  return function(...)
+    e.calls = e.calls + 1
+    if fn then return fn(...) end
+  end
+end
+
+-- Collects the contexts passed to the loop's exception handler.
+function H.capture(loop)
+  local got = {}
+  loop:set_exception_handler(function(_, ctx) got[#got + 1] = ctx end)
+  return got
+end
+
+-- Appends what it is called with to a trace list: H.tracer() -> list, add.
+function H.tracer()
+  local trace = {}
+  return trace, function(s) trace[#trace + 1] = s end
+end
+
+local baseline
+
+function H.setup()
+  local busted = require "busted"
+  local before_each, after_each = busted.before_each, busted.after_each
+  before_each(function()
+    collectgarbage()
+    collectgarbage()
+    baseline = registry_refs()
+  end)
+  after_each(function()
+    local ls = loops
+    loops = {}
+    for _, loop in ipairs(ls) do
+      if not loop:is_closed() then
+        assert(not loop:is_running(), "a loop is still running after the test")
+        loop:close()
+      end
+      local c = loop:_counts()
+      assert.are.equal(0, c.ready, "ready entries left in a closed loop")
+      assert.are.equal(0, c.timers, "timers left in a closed loop")
+      assert.are.equal(0, c.pins, "pins left in a closed loop")
+    end
+    local es = expects
+    expects = {}
+    for _, e in ipairs(es) do
+      if e.calls ~= e.n then
+        error(("expected %d call(s), got %d%s"):format(e.n, e.calls, e.where), 0)
+      end
+    end
+    ls = nil
+    collectgarbage()
+    collectgarbage()
+    local now = registry_refs()
+    assert(now <= baseline, ("registry references leaked: %d before, %d after")
+      :format(baseline, now))
+  end)
+end
+
+return H
