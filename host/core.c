@@ -7,6 +7,45 @@
 
 LUAMOD_API int luaopen_loom_core (lua_State *L);
 
+static const char mtkeys[LOOM_TCOUNT];
+static const char *const mtnames[LOOM_TCOUNT] = {
+  LOOM_LOOP_MT, LOOM_HANDLE_MT, LOOM_TIMER_MT, LOOM_FUTURE_MT, LOOM_TASK_MT
+};
+
+/* Makes the metatable of a core type and leaves it on the stack. */
+void loom__newmt (lua_State *L, int type) {
+  luaL_newmetatable(L, mtnames[type]);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &mtkeys[type]);
+}
+
+/* Sets the metatable of the value on top of the stack. [-0, +0, -] */
+void loom__setmt (lua_State *L, int type) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mtkeys[type]);
+  lua_setmetatable(L, -2);
+}
+
+/* The userdata at idx if it is of the given type, else NULL. */
+void *loom__testud (lua_State *L, int idx, int type) {
+  void *p = lua_touserdata(L, idx);
+  if (p != NULL && lua_getmetatable(L, idx)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &mtkeys[type]);
+    if (!lua_rawequal(L, -1, -2))
+      p = NULL;
+    lua_pop(L, 2);
+    return p;
+  }
+  return NULL;
+}
+
+/* The userdata at idx, which must be of the given type. */
+void *loom__checkud (lua_State *L, int idx, int type) {
+  void *p = loom__testud(L, idx, type);
+  if (p == NULL)
+    luaL_typeerror(L, idx, mtnames[type]);
+  return p;
+}
+
 /*
 ** interpose(type, name, fn): sets method 'name' of the core type whose
 ** metatable is named 'type' (e.g. "loom.Loop") and returns the previous

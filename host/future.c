@@ -89,9 +89,9 @@ static int raise_error (lua_State *L, const char *cls, const char *msg) {
 */
 
 loom_future *loom__tofuture (lua_State *L, int idx) {
-  loom_future *f = (loom_future *)luaL_testudata(L, idx, LOOM_FUTURE_MT);
+  loom_future *f = (loom_future *)loom__testud(L, idx, LOOM_TFUTURE);
   if (f == NULL)
-    f = (loom_future *)luaL_testudata(L, idx, LOOM_TASK_MT);
+    f = (loom_future *)loom__testud(L, idx, LOOM_TTASK);
   return f;
 }
 
@@ -138,7 +138,7 @@ int loom__future_new (lua_State *L, loom_loop *loop, int loopidx) {
   loopidx = lua_absindex(L, loopidx);
   f = (loom_future *)lua_newuserdatauv(L, sizeof(loom_future), LOOM_FUV_COUNT);
   loom__future_init(L, f, loop, loopidx, LOOM_KFUTURE);
-  luaL_setmetatable(L, LOOM_FUTURE_MT);
+  loom__setmt(L, LOOM_TFUTURE);
   return 1;
 }
 
@@ -370,7 +370,7 @@ int loom__future_cancel (lua_State *L, loom_future *f, int idx, int msgidx) {
 */
 
 static loom_future *checkplain (lua_State *L, int idx) {
-  return (loom_future *)luaL_checkudata(L, idx, LOOM_FUTURE_MT);
+  return (loom_future *)loom__checkud(L, idx, LOOM_TFUTURE);
 }
 
 static int future_result (lua_State *L) {
@@ -558,7 +558,7 @@ static const luaL_Reg future_metamethods[] = {
 };
 
 int loom__open_future (lua_State *L) {
-  luaL_newmetatable(L, LOOM_FUTURE_MT);
+  loom__newmt(L, LOOM_TFUTURE);
   luaL_setfuncs(L, future_metamethods, 0);
   lua_newtable(L);
   luaL_setfuncs(L, loom__future_methods, 0);

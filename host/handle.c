@@ -19,9 +19,9 @@ typedef struct loom_handle {
 } loom_handle;
 
 static loom_handle *checkhandle (lua_State *L, int idx) {
-  loom_handle *h = (loom_handle *)luaL_testudata(L, idx, LOOM_HANDLE_MT);
+  loom_handle *h = (loom_handle *)loom__testud(L, idx, LOOM_THANDLE);
   if (h == NULL)
-    h = (loom_handle *)luaL_checkudata(L, idx, LOOM_TIMER_MT);
+    h = (loom_handle *)loom__checkud(L, idx, LOOM_TTIMER);
   return h;
 }
 
@@ -45,7 +45,7 @@ int loom__newhandle (lua_State *L, loom_loop *loop, int kind, int fidx,
   h->nargs = nargs;
   h->when = when;
   h->loop = loop;
-  luaL_setmetatable(L, kind == LOOM_KTIMER ? LOOM_TIMER_MT : LOOM_HANDLE_MT);
+  loom__setmt(L, kind == LOOM_KTIMER ? LOOM_TTIMER : LOOM_THANDLE);
   for (i = 0; i <= nargs; i++) {
     lua_pushvalue(L, fidx + i);
     lua_setiuservalue(L, -2, i + 1);
@@ -83,7 +83,7 @@ static int handle_cancelled (lua_State *L) {
 }
 
 static int handle_when (lua_State *L) {
-  loom_handle *h = (loom_handle *)luaL_checkudata(L, 1, LOOM_TIMER_MT);
+  loom_handle *h = (loom_handle *)loom__checkud(L, 1, LOOM_TTIMER);
   lua_pushnumber(L, h->when);
   return 1;
 }
@@ -125,12 +125,12 @@ static const luaL_Reg handle_metamethods[] = {
 };
 
 int loom__open_handle (lua_State *L) {
-  luaL_newmetatable(L, LOOM_HANDLE_MT);
+  loom__newmt(L, LOOM_THANDLE);
   luaL_setfuncs(L, handle_metamethods, 0);
   luaL_newlib(L, handle_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  luaL_newmetatable(L, LOOM_TIMER_MT);
+  loom__newmt(L, LOOM_TTIMER);
   luaL_setfuncs(L, handle_metamethods, 0);
   luaL_newlib(L, timer_methods);
   lua_setfield(L, -2, "__index");

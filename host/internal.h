@@ -24,6 +24,14 @@
 #define LOOM_TASK_MT   "loom.Task"
 
 /*
+** The core's types. Each metatable is kept in the registry under its name
+** and under a pointer key: checks use the pointer key, which is found
+** without hashing a string.
+*/
+enum { LOOM_TLOOP, LOOM_THANDLE, LOOM_TTIMER, LOOM_TFUTURE, LOOM_TTASK,
+       LOOM_TCOUNT };
+
+/*
 ** Every object that can sit in the ready queue or the timer heap starts
 ** with the same header, so the loop can tell what it popped without a
 ** metatable check.
@@ -148,7 +156,14 @@ typedef struct loom_loop {
   uint8_t debug;
   uint8_t uvinit;           /* uv loop and handles initialised */
   uint8_t sigint_on;
+  uint8_t inentry;          /* a batch entry is running */
 } loom_loop;
+
+/* core.c */
+void loom__newmt(lua_State *L, int type);
+void loom__setmt(lua_State *L, int type);
+void *loom__testud(lua_State *L, int idx, int type);
+void *loom__checkud(lua_State *L, int idx, int type);
 
 /* loop.c */
 loom_loop *loom__checkloop(lua_State *L, int idx);

@@ -48,7 +48,7 @@ double loom__now (loom_loop *loop) {
 */
 
 loom_loop *loom__checkloop (lua_State *L, int idx) {
-  return (loom_loop *)luaL_checkudata(L, idx, LOOM_LOOP_MT);
+  return (loom_loop *)loom__checkud(L, idx, LOOM_TLOOP);
 }
 
 /*
@@ -347,6 +347,17 @@ int loom__traceback (lua_State *L) {
   return 1;
 }
 
+/* Says whether the error at idx is a table made by loom__traceback. */
+static int wrapped (lua_State *L, int idx) {
+  if (!lua_istable(L, idx))
+    return 0;
+  if (lua_getmetatable(L, idx)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
+}
+
 /* Writes a context to stderr when no Lua handler can. [-0, +0, -] */
 static void fallback_report (lua_State *L, int ctxidx) {
   const char *msg;
@@ -471,32 +482,34 @@ static void warn_slow (lua_State *L, int loopidx, int idx, double secs) {
 }
 
 /*
-** Runs entries icur+1 .. ncur of the table at index 2 (the ready queue of
-** this iteration); called under lua_pcall with the loop at index 1. An
-** entry is cleared only after it ran, so whoever catches an error finds
-** the failing entry still in place.
+** Runs entries icur+1 .. ncur of the batch table at index tbl: the ready
+** queue as it was when the iteration began. An entry is cleared only
+** after it ran, and 'inentry' is set while it runs, so when a callback
+** raises, run_forever finds the failing entry still in place, reports it
+** and comes back here for the rest of the batch.
 */
-static int run_batch (lua_State *L) {
-  loom_loop *loop = (loom_loop *)lua_touserdata(L, 1);
+static void run_batch (lua_State *L, loom_loop *loop, int loopidx, int tbl) {
   while (loop->icur < loop->ncur) {
     int i = loop->icur + 1;
-    lua_rawgeti(L, 2, i);
+    lua_rawgeti(L, tbl, i);
+    loop->inentry = 1;
     if (loop->debug) {
       uint64_t t0 = uv_hrtime();
       double dt;
-      run_entry(L, 3);
+      run_entry(L, tbl + 1);
       dt = (double)(uv_hrtime() - t0) / 1e9;
       if (dt >= loop->slow_callback_duration)
-        warn_slow(L, 1, 3, dt);
+        warn_slow(L, loopidx, tbl + 1, dt);
     }
     else
-      run_entry(L, 3);
-    lua_settop(L, 2);
+      run_entry(L, tbl + 1);
+    loop->inentry = 0;
+    lua_settop(L, tbl);
     loop->icur = i;
     lua_pushnil(L);
-    lua_rawseti(L, 2, i);
+    lua_rawseti(L, tbl, i);
   }
-  return 0;
+  loop->ncur = loop->icur = 0;
 }
 
 static void wakeup_cb (uv_timer_t *t) {
@@ -535,16 +548,14 @@ static void poll_io (loom_loop *loop, double timeout) {
 ** due by now to the ready queue in (deadline, scheduling order), then run
 ** exactly the entries that were ready when the running began: anything
 ** scheduled by those runs in the next iteration. This is the one place
-** that runs callbacks. An error from a callback goes to the exception
-** handler and the iteration goes on with the next entry.
+** that starts callbacks; run_batch runs them.
 */
 static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
   int top = lua_gettop(L);
-  double now;
   heap_trim(L, loop);
   if (loop->nready > 0 || loop->stopping) {
     if (uv_loop_alive(&loop->uv)) {
-      now = loom__now(loop);
+      double now = loom__now(loop);
       if (++loop->sincepoll >= POLL_EVERY_ITER
           || now - loop->lastpoll >= POLL_EVERY_SECS || loop->virtual_time) {
         poll_io(loop, 0);
@@ -582,56 +593,50 @@ static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
   }
   if (loop->nheap > 0)
     heap_due(L, loop, loom__now(loop));
-  if (loop->nready == 0)
-    return;
-  /* swap the ready table with the spare one: new entries go there */
-  {
+  if (loop->nready > 0) {
+    /* the ready table becomes this iteration's batch; new entries go to
+    ** the emptied spare */
     int cur = loop->ready_ref;
     loop->ready_ref = loop->spare_ref;
     loop->spare_ref = cur;
     loop->ncur = loop->nready;
     loop->icur = 0;
     loop->nready = 0;
-    for (;;) {
-      int status;
-      lua_pushcfunction(L, run_batch);
-      lua_pushvalue(L, loopidx);
-      lua_rawgeti(L, LUA_REGISTRYINDEX, cur);
-      status = lua_pcall(L, 2, 0, 0);
-      if (status == LUA_OK)
-        break;
-      /* entry icur+1 failed: report it, clear it, go on */
-      {
-        int i = ++loop->icur;
-        int err = lua_gettop(L);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, cur);
-        lua_rawgeti(L, -1, i);  /* the failing entry */
-        lua_createtable(L, 0, 4);
-        describe(L, err + 2);
-        lua_pushfstring(L, "Exception in callback %s", lua_tostring(L, -1));
-        lua_setfield(L, err + 3, "message");
-        lua_pop(L, 1);
-        lua_pushvalue(L, err + 2);
-        lua_setfield(L, err + 3, "handle");
-        if (lua_istable(L, err)) {
-          lua_getfield(L, err, "exception");
-          lua_setfield(L, err + 3, "exception");
-          lua_getfield(L, err, "traceback");
-          lua_setfield(L, err + 3, "traceback");
-        }
-        else {
-          lua_pushvalue(L, err);
-          lua_setfield(L, err + 3, "exception");
-        }
-        lua_pushnil(L);
-        lua_rawseti(L, err + 1, i);
-        loom__report(L, loopidx, err + 3);
-        lua_settop(L, top);
-      }
-    }
-    loop->ncur = loop->icur = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, cur);
+    run_batch(L, loop, loopidx, top + 1);
   }
   lua_settop(L, top);
+}
+
+/* Reports the batch entry that raised: the error is on top. [-1, +0, -] */
+static void report_entry (lua_State *L, loom_loop *loop, int loopidx) {
+  int err = lua_gettop(L);
+  int i = ++loop->icur;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->spare_ref);  /* the batch */
+  lua_rawgeti(L, -1, i);  /* the failing entry */
+  lua_createtable(L, 0, 4);
+  describe(L, err + 2);
+  lua_pushfstring(L, "Exception in callback %s", lua_tostring(L, -1));
+  lua_setfield(L, err + 3, "message");
+  lua_pop(L, 1);
+  lua_pushvalue(L, err + 2);
+  lua_setfield(L, err + 3, "handle");
+  if (wrapped(L, err)) {
+    lua_getfield(L, err, "exception");
+    lua_setfield(L, err + 3, "exception");
+    lua_getfield(L, err, "traceback");
+    lua_setfield(L, err + 3, "traceback");
+  }
+  else {
+    lua_pushvalue(L, err);
+    lua_setfield(L, err + 3, "exception");
+  }
+  lua_pushnil(L);
+  lua_rawseti(L, err + 1, i);
+  if (loop->icur >= loop->ncur)
+    loop->ncur = loop->icur = 0;
+  loom__report(L, loopidx, err + 3);
+  lua_settop(L, err - 1);
 }
 
 /* }====================================================== */
@@ -643,20 +648,30 @@ static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
 ** =======================================================
 */
 
-/* Body of run_forever, under lua_pcall: loop at index 1. */
+/*
+** Body of run_forever, under lua_pcall with the loop at index 1: a batch
+** cut short by an error is finished first.
+*/
 static int run_body (lua_State *L) {
   loom_loop *loop = (loom_loop *)lua_touserdata(L, 1);
+  if (loop->ncur > 0) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, loop->spare_ref);
+    run_batch(L, loop, 1, 2);
+    lua_settop(L, 1);
+    if (loop->stopping)
+      return 0;
+  }
   for (;;) {
     run_once(L, loop, 1);
     if (loop->stopping)
-      break;
+      return 0;
   }
-  return 0;
 }
 
 /*
 ** Runs the loop until stop() is called. Raises if the loop is closed,
-** already running, or another loop runs in this thread.
+** already running, or another loop runs in this thread. A callback that
+** raises unwinds to here: it is reported and the loop goes on.
 */
 static int loop_run_forever (lua_State *L) {
   loom_loop *loop = loom__checkopen(L, 1, "run_forever");
@@ -674,17 +689,32 @@ static int loop_run_forever (lua_State *L) {
   loop->running = 1;
   loop->L = L;
   running_loop = loop;
-  lua_pushcfunction(L, run_body);
-  lua_pushvalue(L, 1);
-  status = lua_pcall(L, 1, 0, 0);
+  for (;;) {
+    lua_pushcfunction(L, loom__traceback);  /* 2 */
+    lua_pushcfunction(L, run_body);
+    lua_pushvalue(L, 1);
+    status = lua_pcall(L, 1, 0, 2);
+    if (status == LUA_OK || !loop->inentry)
+      break;
+    loop->inentry = 0;
+    report_entry(L, loop, 1);
+    lua_settop(L, 1);
+    if (loop->stopping && loop->ncur == 0)
+      break;
+  }
   running_loop = prev;
   loop->running = 0;
   loop->stopping = 0;
+  loop->inentry = 0;
   loop->L = prevL;
   luaL_unref(L, LUA_REGISTRYINDEX, loop->self_ref);
   loop->self_ref = LUA_NOREF;
-  if (status != LUA_OK)
+  if (status != LUA_OK) {
+    /* not a callback's error: unwrap the message handler's table */
+    if (wrapped(L, -1))
+      lua_getfield(L, -1, "exception");
     return lua_error(L);
+  }
   return 0;
 }
 
@@ -1085,7 +1115,7 @@ static int core_new_loop (lua_State *L) {
   loop->ready_ref = loop->spare_ref = LUA_NOREF;
   loop->pins_ref = loop->tasks_ref = LUA_NOREF;
   loop->self_ref = LUA_NOREF;
-  luaL_setmetatable(L, LOOM_LOOP_MT);
+  loom__setmt(L, LOOM_TLOOP);
   loop->ready_ref = newref(L, NULL);
   loop->spare_ref = newref(L, NULL);
   loop->pins_ref = newref(L, NULL);
@@ -1187,7 +1217,7 @@ static const luaL_Reg loop_functions[] = {
 };
 
 int loom__open_loop (lua_State *L) {
-  luaL_newmetatable(L, LOOM_LOOP_MT);
+  loom__newmt(L, LOOM_TLOOP);
   luaL_setfuncs(L, loop_metamethods, 0);
   luaL_newlib(L, loop_methods);
   lua_setfield(L, -2, "__index");

@@ -31,11 +31,11 @@ static const char sleep_key = 's';
 */
 
 loom_task *loom__totask (lua_State *L, int idx) {
-  return (loom_task *)luaL_testudata(L, idx, LOOM_TASK_MT);
+  return (loom_task *)loom__testud(L, idx, LOOM_TTASK);
 }
 
 static loom_task *checktask (lua_State *L, int idx) {
-  return (loom_task *)luaL_checkudata(L, idx, LOOM_TASK_MT);
+  return (loom_task *)loom__checkud(L, idx, LOOM_TTASK);
 }
 
 /*
@@ -186,7 +186,7 @@ int loom__task_new (lua_State *L, loom_loop *loop, int loopidx, int fidx,
   t = (loom_task *)lua_newuserdatauv(L, sizeof(loom_task), LOOM_FUV_COUNT);
   memset(t, 0, sizeof(*t));
   loom__future_init(L, &t->f, loop, loopidx, LOOM_KTASK);
-  luaL_setmetatable(L, LOOM_TASK_MT);  /* co == NULL: __gc does nothing */
+  loom__setmt(L, LOOM_TTASK);  /* co == NULL: __gc does nothing */
   co = lua_newthread(L);
   lua_setiuservalue(L, -2, LOOM_FUV_VALUE);
   luaL_checkstack(L, nargs + 2, "too many arguments");
@@ -676,7 +676,7 @@ static const luaL_Reg task_functions[] = {
 };
 
 int loom__open_task (lua_State *L) {
-  luaL_newmetatable(L, LOOM_TASK_MT);
+  loom__newmt(L, LOOM_TTASK);
   luaL_setfuncs(L, task_metamethods, 0);
   lua_newtable(L);
   luaL_setfuncs(L, loom__future_methods, 0);
