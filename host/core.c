@@ -19,20 +19,40 @@ void loom__newmt (lua_State *L, int type) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &mtkeys[type]);
 }
 
-/* Sets the metatable of the value on top of the stack. [-0, +0, -] */
-void loom__setmt (lua_State *L, int type) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &mtkeys[type]);
-  lua_setmetatable(L, -2);
+/* Pushes the metatables of all core types, in type order. */
+static void pushmts (lua_State *L) {
+  int i;
+  for (i = 0; i < LOOM_TCOUNT; i++)
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &mtkeys[i]);
+}
+
+/*
+** luaL_setfuncs with the metatables of the core types as upvalues: every
+** Lua-facing function of the core is registered through here.
+*/
+void loom__setfuncs (lua_State *L, const luaL_Reg *l) {
+  pushmts(L);
+  luaL_setfuncs(L, l, LOOM_TCOUNT);
+}
+
+/*
+** Pushes a C function of the core with the running function's upvalues
+** (the metatables), for functions the core calls itself. [-0, +1, m]
+*/
+void loom__pushcfunction (lua_State *L, lua_CFunction f) {
+  int i;
+  for (i = 1; i <= LOOM_TCOUNT; i++)
+    lua_pushvalue(L, lua_upvalueindex(i));
+  lua_pushcclosure(L, f, LOOM_TCOUNT);
 }
 
 /* The userdata at idx if it is of the given type, else NULL. */
 void *loom__testud (lua_State *L, int idx, int type) {
   void *p = lua_touserdata(L, idx);
   if (p != NULL && lua_getmetatable(L, idx)) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &mtkeys[type]);
-    if (!lua_rawequal(L, -1, -2))
+    if (!lua_rawequal(L, -1, loom__mtindex(type)))
       p = NULL;
-    lua_pop(L, 2);
+    lua_pop(L, 1);
     return p;
   }
   return NULL;
@@ -65,7 +85,12 @@ static int core_interpose (lua_State *L) {
 }
 
 LUAMOD_API int luaopen_loom_core (lua_State *L) {
+  int i;
   luaL_checkversion(L);
+  for (i = 0; i < LOOM_TCOUNT; i++) {
+    loom__newmt(L, i);
+    lua_pop(L, 1);
+  }
   lua_newtable(L);
   loom__open_loop(L);
   loom__open_handle(L);

@@ -559,10 +559,10 @@ static const luaL_Reg future_metamethods[] = {
 
 int loom__open_future (lua_State *L) {
   loom__newmt(L, LOOM_TFUTURE);
-  luaL_setfuncs(L, future_metamethods, 0);
+  loom__setfuncs(L, future_metamethods);
   lua_newtable(L);
-  luaL_setfuncs(L, loom__future_methods, 0);
-  luaL_setfuncs(L, plain_methods, 0);
+  loom__setfuncs(L, loom__future_methods);
+  loom__setfuncs(L, plain_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   return 0;

@@ -126,13 +126,15 @@ static const luaL_Reg handle_metamethods[] = {
 
 int loom__open_handle (lua_State *L) {
   loom__newmt(L, LOOM_THANDLE);
-  luaL_setfuncs(L, handle_metamethods, 0);
-  luaL_newlib(L, handle_methods);
+  loom__setfuncs(L, handle_metamethods);
+  lua_newtable(L);
+  loom__setfuncs(L, handle_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   loom__newmt(L, LOOM_TTIMER);
-  luaL_setfuncs(L, handle_metamethods, 0);
-  luaL_newlib(L, timer_methods);
+  loom__setfuncs(L, handle_metamethods);
+  lua_newtable(L);
+  loom__setfuncs(L, timer_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   return 0;

@@ -159,9 +159,19 @@ typedef struct loom_loop {
   uint8_t inentry;          /* a batch entry is running */
 } loom_loop;
 
-/* core.c */
+/*
+** core.c. Every C function the core gives to Lua carries the metatables
+** of the core types as upvalues 1..LOOM_TCOUNT (loom__setfuncs,
+** loom__pushcfunction), so type checks and new objects need no registry
+** look-up. The functions below work only inside such a function, or in
+** C code called from one.
+*/
+#define loom__mtindex(type) lua_upvalueindex((type) + 1)
+#define loom__setmt(L, type) \
+  (lua_pushvalue(L, loom__mtindex(type)), lua_setmetatable(L, -2))
 void loom__newmt(lua_State *L, int type);
-void loom__setmt(lua_State *L, int type);
+void loom__setfuncs(lua_State *L, const luaL_Reg *l);
+void loom__pushcfunction(lua_State *L, lua_CFunction f);
 void *loom__testud(lua_State *L, int idx, int type);
 void *loom__checkud(lua_State *L, int idx, int type);
 

@@ -691,7 +691,7 @@ static int loop_run_forever (lua_State *L) {
   running_loop = loop;
   for (;;) {
     lua_pushcfunction(L, loom__traceback);  /* 2 */
-    lua_pushcfunction(L, run_body);
+    loom__pushcfunction(L, run_body);
     lua_pushvalue(L, 1);
     status = lua_pcall(L, 1, 0, 2);
     if (status == LUA_OK || !loop->inentry)
@@ -760,7 +760,7 @@ static int loop_run_until_complete (lua_State *L) {
   lua_pushvalue(L, 2);
   lua_pushcclosure(L, stop_when_done, 1);  /* 3: callback */
   loom__future_add_callback(L, f, 1, 3);
-  lua_pushcfunction(L, loop_run_forever);
+  loom__pushcfunction(L, loop_run_forever);
   lua_pushvalue(L, 2);
   status = lua_pcall(L, 1, 0, 0);
   if (status != LUA_OK) {
@@ -1218,11 +1218,12 @@ static const luaL_Reg loop_functions[] = {
 
 int loom__open_loop (lua_State *L) {
   loom__newmt(L, LOOM_TLOOP);
-  luaL_setfuncs(L, loop_metamethods, 0);
-  luaL_newlib(L, loop_methods);
+  loom__setfuncs(L, loop_metamethods);
+  lua_newtable(L);
+  loom__setfuncs(L, loop_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  luaL_setfuncs(L, loop_functions, 0);  /* into the module table */
+  loom__setfuncs(L, loop_functions);  /* into the module table */
   return 0;
 }
 

@@ -677,19 +677,21 @@ static const luaL_Reg task_functions[] = {
 
 int loom__open_task (lua_State *L) {
   loom__newmt(L, LOOM_TTASK);
-  luaL_setfuncs(L, task_metamethods, 0);
+  loom__setfuncs(L, task_metamethods);
   lua_newtable(L);
-  luaL_setfuncs(L, loom__future_methods, 0);
-  luaL_setfuncs(L, task_methods, 0);
+  loom__setfuncs(L, loom__future_methods);
+  loom__setfuncs(L, task_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   /* futures are awaitable too */
   luaL_getmetatable(L, LOOM_FUTURE_MT);
   lua_getfield(L, -1, "__index");
-  lua_pushcfunction(L, core_await);
-  lua_setfield(L, -2, "await");
+  {
+    static const luaL_Reg await_method[] = {{"await", core_await}, {NULL, NULL}};
+    loom__setfuncs(L, await_method);
+  }
   lua_pop(L, 2);
-  luaL_setfuncs(L, task_functions, 0);  /* into the module table */
+  loom__setfuncs(L, task_functions);  /* into the module table */
   return 0;
 }
 
