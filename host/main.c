@@ -664,6 +664,9 @@ static int pmain(lua_State *L) {
     return 1;
   }
   luaL_openlibs(L);
+  /* Event-loop programs make many short-lived objects (handles, futures,
+  ** coroutines): the generational collector suits them better. */
+  lua_gc(L, LUA_GCGEN, 0, 0);
   createargtable(L, argv, argc, o.script);
   if (report(L, openloom(L)) != LUA_OK) {
     lua_pushinteger(L, EXIT_FAILURE);

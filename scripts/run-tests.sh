@@ -173,6 +173,7 @@ run_step() {
       # Relinked every time, so a failed build leaves nothing stale to test.
       rm -f build/bin/loom build/lib/loom/core.so
       check build "$MAKE" "${MAKE_ARGS[@]}" all ;;
+    docs) check docs "$LUA" scripts/check-docs.lua ;;
     module) module_step module build "" ;;
     exe) exe_step exe build "" ;;
     asan-build)
@@ -195,7 +196,7 @@ run_step() {
 steps=("$@")
 (( ${#steps[@]} == 0 )) && steps=(all)
 case "${steps[*]}" in
-  all) steps=(build module exe asan-build asan-exe asan-module) ;;
+  all) steps=(build docs module exe asan-build asan-exe asan-module) ;;
   asan) steps=(asan-build asan-exe asan-module) ;;
 esac
 
