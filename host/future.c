@@ -156,10 +156,13 @@ int loom__future_new (lua_State *L, loom_loop *loop, int loopidx) {
 ** the next iteration, in registration order.
 */
 void loom__future_schedule (lua_State *L, loom_future *f, int idx) {
+  idx = lua_absindex(L, idx);
   if (lua_getiuservalue(L, idx, LOOM_FUV_CALLBACKS) != LUA_TNIL
       && !(f->fflags & LOOM_FSCHEDULED)) {
     f->fflags |= LOOM_FSCHEDULED;
-    loom__ready_push(L, f->loop, idx);
+    lua_getiuservalue(L, idx, LOOM_FUV_LOOP);
+    loom__ready_push(L, f->loop, -1, idx);
+    lua_pop(L, 1);
   }
   lua_pop(L, 1);
 }
@@ -174,11 +177,12 @@ void loom__future_add_callback (lua_State *L, loom_future *f, int idx,
   idx = lua_absindex(L, idx);
   cbidx = lua_absindex(L, cbidx);
   if (f->state != LOOM_PENDING) {
+    lua_getiuservalue(L, idx, LOOM_FUV_LOOP);
     lua_pushvalue(L, cbidx);
     lua_pushvalue(L, idx);
     loom__newhandle(L, f->loop, LOOM_KHANDLE, -2, 1, 0);
-    loom__ready_push(L, f->loop, -1);
-    lua_pop(L, 3);
+    loom__ready_push(L, f->loop, -4, -1);
+    lua_pop(L, 4);
     return;
   }
   if (lua_getiuservalue(L, idx, LOOM_FUV_CALLBACKS) == LUA_TNIL) {
@@ -292,24 +296,9 @@ int loom__future_push_results (lua_State *L, loom_future *f, int idx) {
   idx = lua_absindex(L, idx);
   if (f->state == LOOM_PENDING)
     return raise_error(L, "InvalidStateError", "result is not set");
-  if (f->h.kind == LOOM_KTASK) {
-    lua_State *co = ((loom_task *)f)->co;
-    if (f->state == LOOM_CANCELLED || (f->fflags & LOOM_FERROR)) {
-      f->fflags &= (uint8_t)~LOOM_FUNRETRIEVED;
-      lua_pushvalue(co, -1);
-      lua_xmove(co, L, 1);
-      return lua_error(L);
-    }
-    else {
-      int n = f->nres;
-      luaL_checkstack(L, n, "too many results");
-      if (!lua_checkstack(co, n))
-        return luaL_error(L, "too many results");
-      for (int i = 1; i <= n; i++)
-        lua_pushvalue(co, i);
-      lua_xmove(co, L, n);
-      return n;
-    }
+  if (f->state == LOOM_CANCELLED && f->h.kind == LOOM_KTASK) {
+    lua_getiuservalue(L, idx, LOOM_FUV_VALUE);  /* its CancelledError */
+    return lua_error(L);
   }
   if (f->state == LOOM_CANCELLED) {
     lua_getiuservalue(L, idx, LOOM_FUV_EXTRA);
@@ -387,13 +376,7 @@ static int future_exception (lua_State *L) {
   if (!(f->fflags & LOOM_FERROR))
     return 0;
   f->fflags &= (uint8_t)~LOOM_FUNRETRIEVED;
-  if (f->h.kind == LOOM_KTASK) {
-    lua_State *co = ((loom_task *)f)->co;
-    lua_pushvalue(co, -1);
-    lua_xmove(co, L, 1);
-  }
-  else
-    lua_getiuservalue(L, 1, LOOM_FUV_VALUE);
+  lua_getiuservalue(L, 1, LOOM_FUV_VALUE);
   return 1;
 }
 
@@ -460,37 +443,51 @@ static int future_add_done_callback (lua_State *L) {
   return 0;
 }
 
-/* Removes every registration of the callback; returns how many. */
-static int future_remove_done_callback (lua_State *L) {
-  loom_future *f = loom__checkfuture(L, 1);
-  int removed = 0;
-  luaL_checkany(L, 2);
-  lua_settop(L, 2);
-  lua_getiuservalue(L, 1, LOOM_FUV_CALLBACKS);
+/*
+** Removes every registration of the callable at cbidx from the pending
+** future at idx; returns how many. A done future has handed its callbacks
+** to the ready queue already: nothing to remove.
+*/
+int loom__future_remove_callback (lua_State *L, loom_future *f, int idx,
+                                  int cbidx) {
+  int removed = 0, list;
+  idx = lua_absindex(L, idx);
+  cbidx = lua_absindex(L, cbidx);
+  if (f->state != LOOM_PENDING)
+    return 0;
+  lua_getiuservalue(L, idx, LOOM_FUV_CALLBACKS);
+  list = lua_gettop(L);
   if (!(f->fflags & LOOM_FMANYCB)) {
-    if (!lua_isnil(L, 3) && lua_rawequal(L, 2, 3)) {
+    if (!lua_isnil(L, list) && lua_rawequal(L, cbidx, list)) {
       lua_pushnil(L);
-      lua_setiuservalue(L, 1, LOOM_FUV_CALLBACKS);
+      lua_setiuservalue(L, idx, LOOM_FUV_CALLBACKS);
       removed = 1;
     }
   }
   else {
-    lua_Integer i, j = 0, n = (lua_Integer)lua_rawlen(L, 3);
+    lua_Integer i, j = 0, n = (lua_Integer)lua_rawlen(L, list);
     for (i = 1; i <= n; i++) {
-      lua_rawgeti(L, 3, i);
-      if (lua_rawequal(L, -1, 2)) {
+      lua_rawgeti(L, list, i);
+      if (lua_rawequal(L, -1, cbidx)) {
         lua_pop(L, 1);
         removed++;
       }
       else
-        lua_rawseti(L, 3, ++j);
+        lua_rawseti(L, list, ++j);
     }
     for (i = j + 1; i <= n; i++) {
       lua_pushnil(L);
-      lua_rawseti(L, 3, i);
+      lua_rawseti(L, list, i);
     }
   }
-  lua_pushinteger(L, removed);
+  lua_settop(L, list - 1);
+  return removed;
+}
+
+static int future_remove_done_callback (lua_State *L) {
+  loom_future *f = loom__checkfuture(L, 1);
+  luaL_checkany(L, 2);
+  lua_pushinteger(L, loom__future_remove_callback(L, f, 1, 2));
   return 1;
 }
 

@@ -97,6 +97,7 @@ typedef struct loom_task {
   uint8_t throw_cancel;     /* this step must raise CancelledError */
   uint8_t started;          /* the coroutine has been resumed once */
   uint8_t body_failed;      /* the body raised (error is on co's stack) */
+  uint8_t sleep_due;        /* its sleep ended: step in the next iteration */
   int32_t wslot;            /* slot in the loop's weak task list, or 0 */
   int32_t nyield;           /* values the last yield left on co's stack */
 } loom_task;
@@ -114,7 +115,11 @@ enum {
   LOOM_LUV_HANDLER = 1, /* exception handler or nil */
   LOOM_LUV_FACTORY,     /* task factory or nil */
   LOOM_LUV_SIGINT,      /* SIGINT callback or nil */
-  LOOM_LUV_COUNT = LOOM_LUV_SIGINT
+  LOOM_LUV_READY,       /* table: the ready queue, entries 1..nready */
+  LOOM_LUV_SPARE,       /* table: the batch being run, or an empty one */
+  LOOM_LUV_PINS,        /* table: slot -> object, anchors heap entries */
+  LOOM_LUV_TASKS,       /* weak-valued table: slot -> pending task */
+  LOOM_LUV_COUNT = LOOM_LUV_TASKS
 };
 
 typedef struct loom_loop {
@@ -125,11 +130,8 @@ typedef struct loom_loop {
   lua_State *L;             /* thread running the loop, while it runs */
   int self_ref;             /* registry ref to the loop, while it runs */
   struct loom_task *current;
-  /* Tables in the registry: the ready queue of the next iteration
-  ** (entries 1..nready), an emptied one to swap with, the pins that
-  ** anchor heap entries (slot -> object), and the weak list of pending
-  ** tasks (slot -> task). */
-  int ready_ref, spare_ref, pins_ref, tasks_ref;
+  /* The loop's tables are its user values, not registry entries: a loop
+  ** that nobody references is collected with everything it holds. */
   int nready;
   int ncur, icur;           /* the batch being run: entries icur+1..ncur */
   /* timer heap */
@@ -180,9 +182,9 @@ loom_loop *loom__checkloop(lua_State *L, int idx);
 loom_loop *loom__checkopen(lua_State *L, int idx, const char *fname);
 loom_loop *loom__running(void);
 double loom__now(loom_loop *loop);
-void loom__ready_push(lua_State *L, loom_loop *loop, int idx);
-void loom__heap_push(lua_State *L, loom_loop *loop, int idx, double when,
-                     uint64_t *seq);
+void loom__ready_push(lua_State *L, loom_loop *loop, int loopidx, int idx);
+void loom__heap_push(lua_State *L, loom_loop *loop, int loopidx, int idx,
+                     double when, uint64_t *seq);
 void loom__heap_cancelled(loom_loop *loop);
 int loom__report(lua_State *L, int loopidx, int ctxidx);
 int loom__traceback(lua_State *L);
@@ -207,6 +209,8 @@ int loom__future_push_results(lua_State *L, loom_future *f, int idx);
 int loom__future_cancel(lua_State *L, loom_future *f, int idx, int msgidx);
 void loom__future_add_callback(lua_State *L, loom_future *f, int idx,
                                int cbidx);
+int loom__future_remove_callback(lua_State *L, loom_future *f, int idx,
+                                 int cbidx);
 void loom__push_error(lua_State *L, const char *cls, const char *msg);
 void loom__push_cancelled(lua_State *L, int msgidx);
 int loom__is_cancelled_error(lua_State *L, int idx);

@@ -72,16 +72,17 @@ loom_loop *loom__checkopen (lua_State *L, int idx, const char *fname) {
 */
 
 /*
-** Appends the object at idx to the ready queue: it runs in the next
-** iteration. The count is bumped before the store, which may run a
+** Appends the object at idx to the ready queue of the loop at loopidx: it
+** runs in the next iteration. The count is bumped before the store, which may run a
 ** finalizer that schedules something too.
 */
-void loom__ready_push (lua_State *L, loom_loop *loop, int idx) {
+void loom__ready_push (lua_State *L, loom_loop *loop, int loopidx, int idx) {
   int n;
   if (loop->closed)
     luaL_error(L, "event loop is closed");
   idx = lua_absindex(L, idx);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->ready_ref);
+  loopidx = lua_absindex(L, loopidx);
+  lua_getiuservalue(L, loopidx, LOOM_LUV_READY);
   n = ++loop->nready;
   lua_pushvalue(L, idx);
   lua_rawseti(L, -2, n);
@@ -172,18 +173,19 @@ static int heap_reserve (loom_loop *loop) {
 ** first: that store may run finalizers, which may push timers too, so the
 ** heap array is touched only afterwards. [-0, +0, m]
 */
-void loom__heap_push (lua_State *L, loom_loop *loop, int idx, double when,
-                      uint64_t *seq) {
+void loom__heap_push (lua_State *L, loom_loop *loop, int loopidx, int idx,
+                      double when, uint64_t *seq) {
   loom_heapentry e;
   int slot;
   idx = lua_absindex(L, idx);
+  loopidx = lua_absindex(L, loopidx);
   slot = pin_alloc(L, loop);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->pins_ref);
+  lua_getiuservalue(L, loopidx, LOOM_LUV_PINS);
   lua_pushvalue(L, idx);
   lua_rawseti(L, -2, slot);
   lua_pop(L, 1);
   if (!heap_reserve(loop)) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, loop->pins_ref);
+    lua_getiuservalue(L, loopidx, LOOM_LUV_PINS);
     lua_pushnil(L);
     lua_rawseti(L, -2, slot);
     lua_pop(L, 1);
@@ -208,9 +210,11 @@ void loom__heap_cancelled (loom_loop *loop) {
 ** Pushes the object pinned by entry e and says whether the entry is still
 ** live. [-0, +1, -]
 */
-static int entry_push (lua_State *L, loom_loop *loop, const loom_heapentry *e) {
+static int entry_push (lua_State *L, loom_loop *loop, int loopidx,
+                       const loom_heapentry *e) {
   loom_obj *o;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->pins_ref);
+  (void)loop;
+  lua_getiuservalue(L, loopidx, LOOM_LUV_PINS);
   lua_rawgeti(L, -1, e->slot);
   lua_remove(L, -2);
   o = (loom_obj *)lua_touserdata(L, -1);
@@ -222,8 +226,8 @@ static int entry_push (lua_State *L, loom_loop *loop, const loom_heapentry *e) {
   }
 }
 
-static void entry_unpin (lua_State *L, loom_loop *loop, int slot) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->pins_ref);
+static void entry_unpin (lua_State *L, loom_loop *loop, int loopidx, int slot) {
+  lua_getiuservalue(L, loopidx, LOOM_LUV_PINS);
   lua_pushnil(L);
   lua_rawseti(L, -2, slot);
   lua_pop(L, 1);
@@ -242,8 +246,8 @@ static loom_heapentry heap_pop (loom_loop *loop) {
 }
 
 /* Marks a popped entry's object as out of the heap. [-1, +0, -] */
-static void entry_done (lua_State *L, loom_loop *loop, const loom_heapentry *e,
-                        int live) {
+static void entry_done (lua_State *L, loom_loop *loop, int loopidx,
+                        const loom_heapentry *e, int live) {
   loom_obj *o = (loom_obj *)lua_touserdata(L, -1);
   if (o->kind == LOOM_KTIMER) {
     o->flags &= (uint8_t)~LOOM_FINHEAP;
@@ -254,7 +258,7 @@ static void entry_done (lua_State *L, loom_loop *loop, const loom_heapentry *e,
   if (!live && loop->ncancelled > 0)
     loop->ncancelled--;
   lua_pop(L, 1);
-  entry_unpin(L, loop, e->slot);
+  entry_unpin(L, loop, loopidx, e->slot);
 }
 
 /*
@@ -262,11 +266,11 @@ static void entry_done (lua_State *L, loom_loop *loop, const loom_heapentry *e,
 ** entries are more than half of the heap, so its cost is amortised over
 ** the cancellations that made them.
 */
-static void heap_compact (lua_State *L, loom_loop *loop) {
+static void heap_compact (lua_State *L, loom_loop *loop, int loopidx) {
   int i, j = 0;
   for (i = 0; i < loop->nheap; i++) {
     loom_heapentry e = loop->heap[i];
-    int live = entry_push(L, loop, &e);
+    int live = entry_push(L, loop, loopidx, &e);
     if (live) {
       lua_pop(L, 1);
       loop->heap[j++] = e;
@@ -276,7 +280,7 @@ static void heap_compact (lua_State *L, loom_loop *loop) {
       if (o->kind == LOOM_KTIMER)
         o->flags &= (uint8_t)~LOOM_FINHEAP;
       lua_pop(L, 1);
-      entry_unpin(L, loop, e.slot);
+      entry_unpin(L, loop, loopidx, e.slot);
     }
   }
   loop->nheap = j;
@@ -286,19 +290,19 @@ static void heap_compact (lua_State *L, loom_loop *loop) {
 }
 
 /* Pops dead entries off the top of the heap. */
-static void heap_trim (lua_State *L, loom_loop *loop) {
+static void heap_trim (lua_State *L, loom_loop *loop, int loopidx) {
   if (loop->ncancelled > HEAP_COMPACT_MIN && loop->ncancelled * 2 > loop->nheap) {
-    heap_compact(L, loop);
+    heap_compact(L, loop, loopidx);
     return;
   }
   while (loop->nheap > 0 && loop->ncancelled > 0) {
     loom_heapentry e = loop->heap[0];
-    if (entry_push(L, loop, &e)) {
+    if (entry_push(L, loop, loopidx, &e)) {
       lua_pop(L, 1);
       break;
     }
     heap_pop(loop);
-    entry_done(L, loop, &e, 0);
+    entry_done(L, loop, loopidx, &e, 0);
   }
 }
 
@@ -306,21 +310,25 @@ static void heap_trim (lua_State *L, loom_loop *loop) {
 ** Moves every live entry due by 'end' to the ready queue, in (deadline,
 ** scheduling order).
 */
-static void heap_due (lua_State *L, loom_loop *loop, double end) {
+static void heap_due (lua_State *L, loom_loop *loop, int loopidx, double end) {
   while (loop->nheap > 0 && loop->heap[0].when <= end) {
     loom_heapentry e = heap_pop(loop);
-    int live = entry_push(L, loop, &e);
-    if (live)
-      loom__ready_push(L, loop, -1);
-    entry_done(L, loop, &e, live);
+    int live = entry_push(L, loop, loopidx, &e);
+    if (live) {
+      loom_obj *o = (loom_obj *)lua_touserdata(L, -1);
+      if (o->kind == LOOM_KTASK)  /* the task steps one iteration later, */
+        ((loom_task *)o)->sleep_due = 1;  /* as its sleep future would */
+      loom__ready_push(L, loop, loopidx, -1);
+    }
+    entry_done(L, loop, loopidx, &e, live);
   }
 }
 
-static void heap_clear (lua_State *L, loom_loop *loop) {
+static void heap_clear (lua_State *L, loom_loop *loop, int loopidx) {
   while (loop->nheap > 0) {
     loom_heapentry e = heap_pop(loop);
-    int live = entry_push(L, loop, &e);
-    entry_done(L, loop, &e, live);
+    int live = entry_push(L, loop, loopidx, &e);
+    entry_done(L, loop, loopidx, &e, live);
   }
   loop->ncancelled = 0;
 }
@@ -382,19 +390,19 @@ static void fallback_report (lua_State *L, int ctxidx) {
 ** plain message on stderr. [-0, +0, -]
 */
 int loom__report (lua_State *L, int loopidx, int ctxidx) {
-  int top = lua_gettop(L);
+  int top = lua_gettop(L), msgh;
   loopidx = lua_absindex(L, loopidx);
   ctxidx = lua_absindex(L, ctxidx);
-  if (!lua_checkstack(L, 8)) {
+  if (!lua_checkstack(L, 10)) {
     fprintf(stderr, "loom: cannot report an error (stack overflow)\n");
     return 0;
   }
   lua_pushcfunction(L, loom__traceback);
-  lua_getiuservalue(L, loopidx, LOOM_LUV_HANDLER);
-  if (!lua_isnil(L, -1)) {
+  msgh = lua_gettop(L);
+  if (lua_getiuservalue(L, loopidx, LOOM_LUV_HANDLER) != LUA_TNIL) {
     lua_pushvalue(L, loopidx);
     lua_pushvalue(L, ctxidx);
-    if (lua_pcall(L, 2, 0, top + 1) == LUA_OK) {
+    if (lua_pcall(L, 2, 0, msgh) == LUA_OK) {
       lua_settop(L, top);
       return 1;
     }
@@ -402,21 +410,26 @@ int loom__report (lua_State *L, int loopidx, int ctxidx) {
     lua_createtable(L, 0, 4);
     lua_pushliteral(L, "Unhandled error in exception handler");
     lua_setfield(L, -2, "message");
-    if (lua_istable(L, -2)) {
+    if (wrapped(L, -2)) {
       lua_getfield(L, -2, "exception");
       lua_setfield(L, -2, "exception");
       lua_getfield(L, -2, "traceback");
       lua_setfield(L, -2, "traceback");
     }
+    else {
+      lua_pushvalue(L, -2);
+      lua_setfield(L, -2, "exception");
+    }
     lua_pushvalue(L, ctxidx);
     lua_setfield(L, -2, "context");
     ctxidx = lua_gettop(L);
   }
-  lua_settop(L, top + 1);
+  else
+    lua_pop(L, 1);
   if (lua_getfield(L, loopidx, "default_exception_handler") == LUA_TFUNCTION) {
     lua_pushvalue(L, loopidx);
     lua_pushvalue(L, ctxidx);
-    if (lua_pcall(L, 2, 0, top + 1) == LUA_OK) {
+    if (lua_pcall(L, 2, 0, msgh) == LUA_OK) {
       lua_settop(L, top);
       return 1;
     }
@@ -552,7 +565,7 @@ static void poll_io (loom_loop *loop, double timeout) {
 */
 static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
   int top = lua_gettop(L);
-  heap_trim(L, loop);
+  heap_trim(L, loop, loopidx);
   if (loop->nready > 0 || loop->stopping) {
     if (uv_loop_alive(&loop->uv)) {
       double now = loom__now(loop);
@@ -572,13 +585,13 @@ static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
                                     : -1);
       loop->vnow += (double)uv_hrtime() / 1e9 - t0;
     }
-    else if (loop->nheap > 0) {
+    else if (loop->nheap > 0 && loop->heap[0].when < HUGE_VAL) {
       if (loop->heap[0].when > loop->vnow)
         loop->vnow = loop->heap[0].when;  /* jump to the next deadline */
     }
     else
-      luaL_error(L, "event loop deadlock: nothing is ready, no timer is "
-                 "pending and no I/O can happen");
+      luaL_error(L, "event loop deadlock: nothing is ready, no timer can "
+                 "fire and no I/O can happen");
   }
   else {
     double timeout = -1;
@@ -592,17 +605,18 @@ static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
     loop->lastpoll = loom__now(loop);
   }
   if (loop->nheap > 0)
-    heap_due(L, loop, loom__now(loop));
+    heap_due(L, loop, loopidx, loom__now(loop));
   if (loop->nready > 0) {
     /* the ready table becomes this iteration's batch; new entries go to
     ** the emptied spare */
-    int cur = loop->ready_ref;
-    loop->ready_ref = loop->spare_ref;
-    loop->spare_ref = cur;
+    lua_getiuservalue(L, loopidx, LOOM_LUV_READY);
+    lua_getiuservalue(L, loopidx, LOOM_LUV_SPARE);
+    lua_setiuservalue(L, loopidx, LOOM_LUV_READY);
+    lua_pushvalue(L, top + 1);
+    lua_setiuservalue(L, loopidx, LOOM_LUV_SPARE);
     loop->ncur = loop->nready;
     loop->icur = 0;
     loop->nready = 0;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, cur);
     run_batch(L, loop, loopidx, top + 1);
   }
   lua_settop(L, top);
@@ -612,7 +626,7 @@ static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
 static void report_entry (lua_State *L, loom_loop *loop, int loopidx) {
   int err = lua_gettop(L);
   int i = ++loop->icur;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->spare_ref);  /* the batch */
+  lua_getiuservalue(L, loopidx, LOOM_LUV_SPARE);  /* the batch */
   lua_rawgeti(L, -1, i);  /* the failing entry */
   lua_createtable(L, 0, 4);
   describe(L, err + 2);
@@ -655,7 +669,7 @@ static void report_entry (lua_State *L, loom_loop *loop, int loopidx) {
 static int run_body (lua_State *L) {
   loom_loop *loop = (loom_loop *)lua_touserdata(L, 1);
   if (loop->ncur > 0) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, loop->spare_ref);
+    lua_getiuservalue(L, 1, LOOM_LUV_SPARE);
     run_batch(L, loop, 1, 2);
     lua_settop(L, 1);
     if (loop->stopping)
@@ -699,6 +713,7 @@ static int loop_run_forever (lua_State *L) {
     loop->inentry = 0;
     report_entry(L, loop, 1);
     lua_settop(L, 1);
+    status = LUA_OK;
     if (loop->stopping && loop->ncur == 0)
       break;
   }
@@ -764,19 +779,11 @@ static int loop_run_until_complete (lua_State *L) {
   lua_pushvalue(L, 2);
   status = lua_pcall(L, 1, 0, 0);
   if (status != LUA_OK) {
-    /* take our callback off again; the error goes on */
-    lua_getfield(L, 1, "remove_done_callback");
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, 3);
-    lua_pcall(L, 2, 0, 0);
-    lua_pop(L, 1);
+    loom__future_remove_callback(L, f, 1, 3);  /* the error goes on */
     return lua_error(L);
   }
   if (f->state == LOOM_PENDING) {
-    lua_getfield(L, 1, "remove_done_callback");
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, 3);
-    lua_call(L, 2, 0);
+    loom__future_remove_callback(L, f, 1, 3);
     return luaL_error(L, "run_until_complete: event loop stopped before "
                       "the future completed");
   }
@@ -836,7 +843,7 @@ static int loop_call_soon (lua_State *L) {
   loom_loop *loop = loom__checkopen(L, 1, "call_soon");
   checkcallable(L, 2);
   loom__newhandle(L, loop, LOOM_KHANDLE, 2, lua_gettop(L) - 2, 0);
-  loom__ready_push(L, loop, -1);
+  loom__ready_push(L, loop, 1, -1);
   return 1;
 }
 
@@ -844,7 +851,7 @@ static int loop_call_soon_threadsafe (lua_State *L) {
   loom_loop *loop = loom__checkopen(L, 1, "call_soon_threadsafe");
   checkcallable(L, 2);
   loom__newhandle(L, loop, LOOM_KHANDLE, 2, lua_gettop(L) - 2, 0);
-  loom__ready_push(L, loop, -1);
+  loom__ready_push(L, loop, 1, -1);
   uv_async_send(&loop->async);
   return 1;
 }
@@ -854,7 +861,7 @@ static int push_timer (lua_State *L, loom_loop *loop, double when) {
   checkcallable(L, 3);
   o = (loom_obj *)lua_touserdata(L, loom__newhandle(L, loop, LOOM_KTIMER, 3,
                                                     lua_gettop(L) - 3, when));
-  loom__heap_push(L, loop, -1, when, NULL);
+  loom__heap_push(L, loop, 1, -1, when, NULL);
   o->flags |= LOOM_FINHEAP;
   return 1;
 }
@@ -975,7 +982,7 @@ static void sigint_cb (uv_signal_t *h, int signum) {
   if (!lua_isnil(L, -1)) {
     /* run it as a callback in the next iteration */
     loom__newhandle(L, loop, LOOM_KHANDLE, lua_gettop(L), 0, 0);
-    loom__ready_push(L, loop, -1);
+    loom__ready_push(L, loop, -3, -1);
     lua_pop(L, 1);
   }
   lua_pop(L, 2);
@@ -1027,22 +1034,17 @@ static void close_walk_cb (uv_handle_t *h, void *arg) {
 ** libuv handles and waits for their close callbacks, frees the C arrays.
 ** Idempotent; shared by close() and __gc.
 */
-static void loop_shutdown (lua_State *L, loom_loop *loop) {
+static void loop_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
+  int i;
   if (loop->closed)
     return;
-  if (loop->uvinit) {
-    if (loop->pins_ref != LUA_NOREF)
-      heap_clear(L, loop);
-  }
+  if (loop->uvinit)
+    heap_clear(L, loop, loopidx);
   loop->closed = 1;
-  loop->nready = 0;
-  if (loop->ready_ref != LUA_NOREF) {
-    luaL_unref(L, LUA_REGISTRYINDEX, loop->ready_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, loop->spare_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, loop->pins_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, loop->tasks_ref);
-    loop->ready_ref = loop->spare_ref = LUA_NOREF;
-    loop->pins_ref = loop->tasks_ref = LUA_NOREF;
+  loop->nready = loop->ncur = loop->icur = 0;
+  for (i = LOOM_LUV_READY; i <= LOOM_LUV_TASKS; i++) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, loopidx, i);
   }
   if (loop->uvinit) {
     uv_walk(&loop->uv, close_walk_cb, NULL);
@@ -1064,14 +1066,14 @@ static int loop_close (lua_State *L) {
   loom_loop *loop = loom__checkloop(L, 1);
   if (loop->running)
     return luaL_error(L, "close: cannot close a running event loop");
-  loop_shutdown(L, loop);
+  loop_shutdown(L, loop, 1);
   return 0;
 }
 
 static int loop_gc (lua_State *L) {
   loom_loop *loop = (loom_loop *)lua_touserdata(L, 1);
   if (!loop->running)
-    loop_shutdown(L, loop);
+    loop_shutdown(L, loop, 1);
   return 0;
 }
 
@@ -1083,7 +1085,8 @@ static int loop_tostring (lua_State *L) {
   return 1;
 }
 
-static int newref (lua_State *L, const char *mode) {
+/* Sets user value i of the userdata on top to a new table. */
+static void newtable (lua_State *L, int i, const char *mode) {
   lua_newtable(L);
   if (mode) {
     lua_createtable(L, 0, 1);
@@ -1091,7 +1094,7 @@ static int newref (lua_State *L, const char *mode) {
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
   }
-  return luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_setiuservalue(L, -2, i);
 }
 
 /*
@@ -1112,14 +1115,12 @@ static int core_new_loop (lua_State *L) {
   loop = (loom_loop *)lua_newuserdatauv(L, sizeof(loom_loop), LOOM_LUV_COUNT);
   memset(loop, 0, sizeof(*loop));
   loop->closed = 1;
-  loop->ready_ref = loop->spare_ref = LUA_NOREF;
-  loop->pins_ref = loop->tasks_ref = LUA_NOREF;
   loop->self_ref = LUA_NOREF;
   loom__setmt(L, LOOM_TLOOP);
-  loop->ready_ref = newref(L, NULL);
-  loop->spare_ref = newref(L, NULL);
-  loop->pins_ref = newref(L, NULL);
-  loop->tasks_ref = newref(L, "v");
+  newtable(L, LOOM_LUV_READY, NULL);
+  newtable(L, LOOM_LUV_SPARE, NULL);
+  newtable(L, LOOM_LUV_PINS, NULL);
+  newtable(L, LOOM_LUV_TASKS, "v");
   r = uv_loop_init(&loop->uv);
   if (r < 0)
     return luaL_error(L, "new_event_loop: %s", uv_strerror(r));

@@ -75,29 +75,34 @@ static void push_cancel_message (lua_State *L, int idx) {
   }
 }
 
-/* Weak list of pending tasks, for all_tasks(). */
-static void tasks_add (lua_State *L, loom_loop *loop, loom_task *t, int idx) {
+/* Weak list of pending tasks, for all_tasks(): the task at idx joins the
+** list of the loop at loopidx. */
+static void tasks_add (lua_State *L, loom_loop *loop, int loopidx, loom_task *t,
+                       int idx) {
   int slot;
   idx = lua_absindex(L, idx);
   if (loop->ntfree > 0)
     slot = loop->tfree[--loop->ntfree];
   else
     slot = ++loop->tmax;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->tasks_ref);
+  lua_getiuservalue(L, loopidx, LOOM_LUV_TASKS);
   lua_pushvalue(L, idx);
   lua_rawseti(L, -2, slot);
   lua_pop(L, 1);
   t->wslot = slot;
 }
 
-static void tasks_remove (lua_State *L, loom_loop *loop, loom_task *t) {
+/* The task at idx leaves the list. */
+static void tasks_remove (lua_State *L, loom_loop *loop, loom_task *t, int idx) {
   int slot = t->wslot;
   if (slot == 0)
     return;
   t->wslot = 0;
   if (loop->closed)
     return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->tasks_ref);
+  lua_getiuservalue(L, idx, LOOM_FUV_LOOP);
+  lua_getiuservalue(L, -1, LOOM_LUV_TASKS);
+  lua_remove(L, -2);
   lua_pushnil(L);
   lua_rawseti(L, -2, slot);
   lua_pop(L, 1);
@@ -123,12 +128,20 @@ static void tasks_remove (lua_State *L, loom_loop *loop, loom_task *t) {
 ** =======================================================
 */
 
-static const char tb_key = 't';
-
+/* Keeps the traceback of an error leaving the body in the task's extra
+** table; the error value goes on unchanged. */
 static int body_msgh (lua_State *co) {
-  if (!loom__is_cancelled_error(co, 1)) {
+  loom_loop *loop = loom__running();
+  loom_task *t = loop ? loop->current : NULL;
+  if (t != NULL && t->co == co && t->wslot != 0 && loop->self_ref != LUA_NOREF
+      && lua_checkstack(co, 6) && !loom__is_cancelled_error(co, 1)) {
+    /* the task is pending, so it is in its loop's task list */
+    lua_rawgeti(co, LUA_REGISTRYINDEX, loop->self_ref);
+    lua_getiuservalue(co, -1, LOOM_LUV_TASKS);
+    lua_rawgeti(co, -1, t->wslot);
+    loom__extra(co, -1);
     luaL_traceback(co, co, NULL, 1);
-    lua_rawsetp(co, LUA_REGISTRYINDEX, &tb_key);
+    lua_setfield(co, -2, "traceback");
   }
   lua_settop(co, 1);
   return 1;
@@ -140,16 +153,6 @@ static int body_k (lua_State *co, int status, lua_KContext ctx) {
   if (status != LUA_OK && status != LUA_YIELD) {
     loom_task *t = (loom_task *)lua_touserdata(co, 1);
     t->body_failed = 1;
-    if (lua_rawgetp(co, LUA_REGISTRYINDEX, &tb_key) == LUA_TSTRING) {
-      loom__extra(co, 1);
-      lua_insert(co, -2);
-      lua_setfield(co, -2, "traceback");
-      lua_pop(co, 1);
-      lua_pushnil(co);
-      lua_rawsetp(co, LUA_REGISTRYINDEX, &tb_key);
-    }
-    else
-      lua_pop(co, 1);
     return 1;
   }
   return lua_gettop(co) - 2;
@@ -197,10 +200,12 @@ int loom__task_new (lua_State *L, loom_loop *loop, int loopidx, int fidx,
   for (i = 0; i <= nargs; i++)
     lua_pushvalue(L, fidx + i);
   lua_xmove(L, co, nargs + 3);
-  t->id = ++loop->taskids;
-  tasks_add(L, loop, t, -1);
-  loom__ready_push(L, loop, -1);
   t->co = co;
+  tasks_add(L, loop, loopidx, t, -1);
+  loom__ready_push(L, loop, loopidx, -1);
+  t->id = ++loop->taskids;
+  if (t->id == 0)
+    t->id = ++loop->taskids;
   return 1;
 }
 
@@ -214,6 +219,11 @@ int loom__task_new (lua_State *L, loom_loop *loop, int loopidx, int fidx,
 */
 
 /* Ends the task at idx: the coroutine finished with status/nres. */
+/*
+** Ends the task at idx: the coroutine finished with status/nres. The
+** results (or the error value) move into the task, like a future's, and
+** the coroutine is let go: a dead coroutine still holds its whole stack.
+*/
 static void finish (lua_State *L, loom_task *t, int idx, int status, int nres) {
   lua_State *co = t->co;
   t->waiter = NULL;
@@ -223,42 +233,53 @@ static void finish (lua_State *L, loom_task *t, int idx, int status, int nres) {
       t->must_cancel = 0;
       push_cancel_message(L, idx);
       loom__push_cancelled(L, lua_gettop(L));
-      lua_settop(co, 0);
-      lua_xmove(L, co, 1);
+      lua_setiuservalue(L, idx, LOOM_FUV_VALUE);
       lua_pop(L, 1);
       t->f.state = LOOM_CANCELLED;
     }
     else {
-      int extra = lua_gettop(co) - nres;
-      if (extra > 0) {
-        lua_rotate(co, 1, -extra);
-        lua_settop(co, nres);
+      luaL_checkstack(L, nres + 1, "too many results");
+      if (nres == 1) {
+        lua_xmove(co, L, 1);
+        lua_setiuservalue(L, idx, LOOM_FUV_VALUE);
+      }
+      else if (nres > 1) {
+        int i;
+        lua_createtable(L, nres, 0);
+        lua_xmove(co, L, nres);
+        for (i = nres; i >= 1; i--)
+          lua_rawseti(L, -i - 1, i);
+        lua_setiuservalue(L, idx, LOOM_FUV_VALUE);
+      }
+      else {
+        lua_pushnil(L);
+        lua_setiuservalue(L, idx, LOOM_FUV_VALUE);
       }
       t->f.nres = nres;
       t->f.state = LOOM_FINISHED;
     }
   }
   else {
+    lua_xmove(co, L, 1);  /* the error value */
     if (status != LUA_OK) {
       /* an error outside the body (its message handler, memory): keep the
-      ** traceback of the dead coroutine, then clear it */
-      lua_xmove(co, L, 1);
+      ** traceback of the dead coroutine, then close what it left open */
       loom__extra(L, idx);
       luaL_traceback(L, co, NULL, 0);
       lua_setfield(L, -2, "traceback");
       lua_pop(L, 1);
       lua_resetthread(co);
-      lua_settop(co, 0);
-      lua_xmove(L, co, 1);
     }
-    if (loom__is_cancelled_error(co, -1))
+    if (loom__is_cancelled_error(L, -1))
       t->f.state = LOOM_CANCELLED;
     else {
       t->f.state = LOOM_FINISHED;
       t->f.fflags |= LOOM_FERROR | LOOM_FUNRETRIEVED;
     }
+    lua_setiuservalue(L, idx, LOOM_FUV_VALUE);
   }
-  tasks_remove(L, t->f.loop, t);
+  t->co = NULL;
+  tasks_remove(L, t->f.loop, t, idx);
   loom__future_schedule(L, &t->f, idx);
 }
 
@@ -273,9 +294,31 @@ void loom__task_step (lua_State *L, loom_task *t, int idx) {
   loom_loop *loop = t->f.loop;
   lua_State *co = t->co;
   loom_task *prev;
-  int nargs = 0, status, nres;
+  int nargs = 0, status, nres, lidx;
   idx = lua_absindex(L, idx);
-  if (t->must_cancel && yielded(t) != YIELD_BARE) {
+  lua_getiuservalue(L, idx, LOOM_FUV_LOOP);  /* for scheduling */
+  lidx = lua_gettop(L);
+  if (t->sleep_due) {
+    /* the sleep ended in this iteration: like asyncio's sleep future, it
+    ** wakes the task in the next one */
+    t->sleep_due = 0;
+    loom__ready_push(L, loop, lidx, idx);
+    lua_settop(L, lidx - 1);
+    return;
+  }
+  if (t->must_cancel && yielded(t) == YIELD_BARE) {
+    /* CancelledError cannot be raised inside a bare coroutine.yield(): the
+    ** task ends there, cancelled, with its pending <close> variables
+    ** closed */
+    prev = loop->current;
+    loop->current = t;
+    lua_resetthread(co);
+    loop->current = prev;
+    finish(L, t, idx, LUA_OK, 0);
+    lua_settop(L, lidx - 1);
+    return;
+  }
+  if (t->must_cancel) {
     t->must_cancel = 0;
     t->throw_cancel = 1;
   }
@@ -285,6 +328,7 @@ void loom__task_step (lua_State *L, loom_task *t, int idx) {
       t->throw_cancel = 0;
       t->must_cancel = 1;
       finish(L, t, idx, LUA_OK, 0);
+      lua_settop(L, lidx - 1);
       return;
     }
     nargs = lua_gettop(co) - 1;
@@ -304,12 +348,13 @@ void loom__task_step (lua_State *L, loom_task *t, int idx) {
   status = lua_resume(co, L, nargs, &nres);
   loop->current = prev;
   t->throw_cancel = 0;
-  if (status == LUA_YIELD)
-    t->nyield = nres;
-  else {
+  if (status != LUA_YIELD) {
     finish(L, t, idx, status, nres);
+    lua_settop(L, lidx - 1);
     return;
   }
+  t->nyield = nres;  /* the yielded values stay on co's stack until the
+                        next step */
   {
     const void *key = nres == 2 ? lua_touserdata(co, -2) : NULL;
     if (key == &await_key) {
@@ -323,23 +368,22 @@ void loom__task_step (lua_State *L, loom_task *t, int idx) {
         push_cancel_message(L, idx);
         if (cancel_waiter(L, lua_gettop(L)))
           t->must_cancel = 0;
-        lua_pop(L, 1);
       }
-      lua_pop(L, 1);
     }
     else if (key == &sleep_key) {
       yielded(t) = YIELD_SLEEP;
       if (lua_isnil(co, -1) || t->must_cancel)
-        loom__ready_push(L, loop, idx);
+        loom__ready_push(L, loop, lidx, idx);
       else
-        loom__heap_push(L, loop, idx, lua_tonumber(co, -1), &t->sleep_seq);
+        loom__heap_push(L, loop, lidx, idx, lua_tonumber(co, -1),
+                        &t->sleep_seq);
     }
     else {
       yielded(t) = YIELD_BARE;
-      loom__ready_push(L, loop, idx);
+      loom__ready_push(L, loop, lidx, idx);
     }
-    /* the yielded values stay on co's stack until the next step */
   }
+  lua_settop(L, lidx - 1);
 }
 
 /* The future the task at cbidx awaited is done: step it. */
@@ -379,7 +423,9 @@ static int task_cancel_impl (lua_State *L, loom_task *t, int idx, int msgidx) {
   if (yielded(t) == YIELD_SLEEP && t->sleep_seq != 0) {
     t->sleep_seq = 0;  /* its heap entry is dead now */
     loom__heap_cancelled(t->f.loop);
-    loom__ready_push(L, t->f.loop, idx);
+    lua_getiuservalue(L, idx, LOOM_FUV_LOOP);
+    loom__ready_push(L, t->f.loop, -1, idx);
+    lua_pop(L, 1);
   }
   return 1;
 }
@@ -524,8 +570,11 @@ static int task_set_name (lua_State *L) {
   return 0;
 }
 
+/* The task's coroutine while the task is pending; nil once it is done. */
 static int task_get_coro (lua_State *L) {
-  checktask(L, 1);
+  loom_task *t = checktask(L, 1);
+  if (t->f.state != LOOM_PENDING)
+    return 0;
   lua_getiuservalue(L, 1, LOOM_FUV_VALUE);
   return 1;
 }
@@ -549,12 +598,12 @@ static int task_gc (lua_State *L) {
   loom_task *t = (loom_task *)lua_touserdata(L, 1);
   loom_loop *loop = t->f.loop;
   const char *msg = NULL;
-  if (t->co == NULL)
-    return 0;
+  if (t->id == 0)
+    return 0;  /* never finished construction */
   if (t->f.state == LOOM_PENDING) {
     if (t->wslot != 0 && !loop->closed) {
       msg = "Task was destroyed but it is pending!";
-      tasks_remove(L, loop, t);
+      tasks_remove(L, loop, t, 1);
     }
     t->wslot = 0;
   }
@@ -570,8 +619,7 @@ static int task_gc (lua_State *L) {
     lua_pushvalue(L, 1);
     lua_setfield(L, 2, "task");
     if (t->f.state != LOOM_PENDING) {
-      lua_pushvalue(t->co, -1);
-      lua_xmove(t->co, L, 1);
+      lua_getiuservalue(L, 1, LOOM_FUV_VALUE);
       lua_setfield(L, 2, "exception");
       if (lua_getiuservalue(L, 1, LOOM_FUV_EXTRA) == LUA_TTABLE) {
         lua_getfield(L, -1, "traceback");
@@ -595,7 +643,8 @@ static int core_current_task (lua_State *L) {
   if (loop == NULL || loop->current == NULL)
     return 0;
   /* a running task is pending, so it is in the weak task list */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->tasks_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->self_ref);
+  lua_getiuservalue(L, -1, LOOM_LUV_TASKS);
   lua_rawgeti(L, -1, loop->current->wslot);
   return 1;
 }
@@ -608,13 +657,16 @@ static int core_all_tasks (lua_State *L) {
     loop = loom__checkloop(L, 1);
   else {
     loop = loom__running();
-    if (loop == NULL)
+    if (loop == NULL || loop->self_ref == LUA_NOREF)
       return luaL_error(L, "all_tasks: no running event loop");
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, loop->self_ref);
   }
+  lua_settop(L, 1);
   lua_newtable(L);
   if (loop->closed)
     return 1;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->tasks_ref);
+  lua_getiuservalue(L, 1, LOOM_LUV_TASKS);
   for (i = 1; i <= loop->tmax; i++) {
     if (lua_rawgeti(L, -1, i) != LUA_TNIL) {
       loom_task *t = (loom_task *)lua_touserdata(L, -1);
