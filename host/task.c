@@ -633,6 +633,10 @@ static int task_gc (lua_State *L) {
   return 0;
 }
 
+/*
+** current_task([loop]): the task running now, nil in a plain callback; an
+** error when no loop runs, as in asyncio.
+*/
 static int core_current_task (lua_State *L) {
   loom_loop *loop = loom__running();
   if (!lua_isnoneornil(L, 1)) {
@@ -640,7 +644,9 @@ static int core_current_task (lua_State *L) {
     if (!loop->running)
       return 0;
   }
-  if (loop == NULL || loop->current == NULL)
+  else if (loop == NULL || loop->self_ref == LUA_NOREF)
+    return luaL_error(L, "current_task: no running event loop");
+  if (loop->current == NULL)
     return 0;
   /* a running task is pending, so it is in the weak task list */
   lua_rawgeti(L, LUA_REGISTRYINDEX, loop->self_ref);
@@ -678,6 +684,21 @@ static int core_all_tasks (lua_State *L) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  return 1;
+}
+
+/*
+** new_task(loop, fn, ...): a task of the loop, made without the loop's
+** task factory (what a factory calls). loom.Task in Lua.
+*/
+static int core_new_task (lua_State *L) {
+  loom_loop *loop = loom__checkopen(L, 1, "Task");
+  if (lua_type(L, 2) != LUA_TFUNCTION) {
+    if (luaL_getmetafield(L, 2, "__call") == LUA_TNIL)
+      luaL_typeerror(L, 2, "function");
+    lua_pop(L, 1);
+  }
+  loom__task_new(L, loop, 1, 2, lua_gettop(L) - 2);
   return 1;
 }
 
@@ -721,6 +742,7 @@ static const luaL_Reg task_functions[] = {
   {"await", core_await},
   {"sleep", core_sleep},
   {"current_task", core_current_task},
+  {"new_task", core_new_task},
   {"all_tasks", core_all_tasks},
   {"_task_traceback", core_task_traceback},
   {"_set_errors", core_set_errors},

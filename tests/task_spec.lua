@@ -702,7 +702,7 @@ describe("Task", function()
       assert.equal("dead", coroutine.status(co))
     end)
 
-    it("current_task() is the running task inside, nil outside", function()
+    it("current_task() is the running task inside, nil in a callback, an error with no loop", function()
       local loop = H.loop()
       local inside, in_cb = "unset", "unset"
       local t = loop:create_task(function()
@@ -713,7 +713,26 @@ describe("Task", function()
       loop:run_until_complete(t)
       assert.is_true(rawequal(t, inside))
       assert.is_nil(in_cb)
-      assert.is_nil(loom.current_task())
+      assert.has_error(function() loom.current_task() end,
+        "current_task: no running event loop")
+      assert.is_nil(loom.current_task(loop))
+    end)
+
+    it("loom.Task(loop, fn, ...) makes a task without the factory", function()
+      local loop = H.loop()
+      loop:set_task_factory(function() error("factory used") end)
+      local t = loom.Task(loop, function(a, b) return a + b end, 2, 3)
+      assert.equal(5, loop:run_until_complete(t))
+      assert.has_error(function() loom.Task(loop, 42) end)
+      assert.has_error(function() loom.Task(nil, function() end) end)
+    end)
+
+    it("loom.Future([loop]) makes a future of the loop, or of the running one", function()
+      local loop = H.loop()
+      local f = loom.Future(loop)
+      assert.is_true(rawequal(loop, f:get_loop()))
+      local g = loop:run_until_complete(function() return loom.Future() end)
+      assert.is_true(rawequal(loop, g:get_loop()))
     end)
 
     it("all_tasks() lists the pending tasks only, the current one included", function()
@@ -746,9 +765,7 @@ describe("Task", function()
       local calls = {}
       local function factory(l, fn, ...)
         calls[#calls + 1] = { loop = l, fn = fn, args = table.pack(...) }
-        l:set_task_factory(nil)
-        local t = l:create_task(fn, ...)
-        l:set_task_factory(factory)
+        local t = loom.Task(l, fn, ...)
         t:set_name("made-" .. #calls)
         return t
       end

@@ -73,6 +73,15 @@ function loom.create_task(fn, ...)
   return core.get_running_loop():create_task(fn, ...)
 end
 
+-- Task(loop, fn, ...): a task of the loop, made without its task factory
+-- (what a factory calls). Future([loop]): a future of the loop, or of the
+-- running loop.
+loom.Task = core.new_task
+
+function loom.Future(loop)
+  return (loop or core.get_running_loop()):create_future()
+end
+
 
 ---------------------------------------------------------------- Lua-side loop methods
 
