@@ -177,6 +177,12 @@ void loom__pushcfunction(lua_State *L, lua_CFunction f);
 void *loom__testud(lua_State *L, int idx, int type);
 void *loom__checkud(lua_State *L, int idx, int type);
 
+/* alloc.c: the executable's allocator */
+typedef struct loom_alloc loom_alloc;
+loom_alloc *loom__alloc_new(void);
+lua_Alloc loom__alloc_f(void);
+void loom__alloc_free(loom_alloc *a);
+
 /* loop.c */
 loom_loop *loom__checkloop(lua_State *L, int idx);
 loom_loop *loom__checkopen(lua_State *L, int idx, const char *fname);

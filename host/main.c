@@ -694,10 +694,68 @@ static int pmain(lua_State *L) {
   return 1;
 }
 
+/*
+** The state's allocator: size classes (alloc.c), except in sanitizer
+** builds, where every block comes from the C library so that
+** AddressSanitizer watches it.
+*/
+#if defined(__SANITIZE_ADDRESS__)
+#define LOOM_POOL_ALLOC 0
+#else
+#define LOOM_POOL_ALLOC 1
+#endif
+
+static int panic(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  l_message(LOOM_PROGNAME, msg ? msg : "error object is not a string");
+  return 0;  /* abort */
+}
+
+/* Warnings as lua.c has them: off until "@on". */
+static int warn_on;
+static void warnf(void *ud, const char *msg, int tocont) {
+  static int cont;
+  (void)ud;
+  if (!cont && msg[0] == '@') {
+    if (strcmp(msg, "@on") == 0)
+      warn_on = 1;
+    else if (strcmp(msg, "@off") == 0)
+      warn_on = 0;
+    return;
+  }
+  if (warn_on) {
+    if (!cont)
+      fputs("Lua warning: ", stderr);
+    fputs(msg, stderr);
+    if (!tocont)
+      fputs("\n", stderr);
+    fflush(stderr);
+  }
+  cont = tocont;
+}
+
+static lua_State *newstate(loom_alloc **pa) {
+  lua_State *L;
+  *pa = NULL;
+  if (!LOOM_POOL_ALLOC)
+    return luaL_newstate();
+  *pa = loom__alloc_new();
+  if (*pa == NULL)
+    return NULL;
+  L = lua_newstate(loom__alloc_f(), *pa);
+  if (L != NULL) {
+    lua_atpanic(L, panic);
+    lua_setwarnf(L, warnf, NULL);
+  }
+  return L;
+}
+
 int main(int argc, char **argv) {
   int status, result;
-  lua_State *L = luaL_newstate();
+  loom_alloc *a;
+  lua_State *L = newstate(&a);
   if (L == NULL) {
+    loom__alloc_free(a);
     l_message(LOOM_PROGNAME, "cannot create state: not enough memory");
     return EXIT_FAILURE;
   }
@@ -708,6 +766,7 @@ int main(int argc, char **argv) {
   result = (int)lua_tointeger(L, -1);
   report(L, status);
   lua_close(L);
+  loom__alloc_free(a);
   return (status == LUA_OK) ? result : EXIT_FAILURE;
 }
 

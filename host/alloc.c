@@ -1,0 +1,148 @@
+/*
+** alloc.c
+** The executable's Lua allocator: size classes for small blocks.
+**
+** An event loop makes and drops small objects at a high rate (handles,
+** futures, coroutines and their call frames). Lua tells the allocator the
+** old size of every block it resizes or frees, so blocks need no header:
+** each size class (multiples of 16 bytes up to ALLOC_MAX) keeps a free
+** list, refilled by carving slabs. Larger blocks go to the C library.
+** Freed small blocks are kept for reuse, not returned to the system, as
+** CPython's object allocator does. The module loaded by a plain lua5.4
+** uses that interpreter's allocator; sanitizer builds use the C library's
+** (so AddressSanitizer sees every block).
+*/
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define ALLOC_QUANTUM 16
+#define ALLOC_MAX 1024
+#define ALLOC_NCLASS (ALLOC_MAX / ALLOC_QUANTUM)
+#define SLAB_SIZE (64 * 1024)
+
+typedef struct freeblock {
+  struct freeblock *next;
+} freeblock;
+
+typedef struct slab {
+  struct slab *next;
+} slab;
+
+struct loom_alloc {
+  freeblock *free[ALLOC_NCLASS];
+  slab *slabs;           /* every slab, to free them at the end */
+  char *cur, *end;       /* the part of the newest slab not carved yet */
+};
+
+static size_t classof (size_t size) {
+  return (size + ALLOC_QUANTUM - 1) / ALLOC_QUANTUM - 1;
+}
+
+/* A block of class c, from its free list or carved from a slab. */
+static void *small_alloc (loom_alloc *a, size_t c) {
+  size_t size = (c + 1) * ALLOC_QUANTUM;
+  freeblock *b = a->free[c];
+  if (b != NULL) {
+    a->free[c] = b->next;
+    return b;
+  }
+  if ((size_t)(a->end - a->cur) < size) {
+    /* the rest of the slab goes to the free lists it fits */
+    while ((size_t)(a->end - a->cur) >= ALLOC_QUANTUM) {
+      size_t rest = (size_t)(a->end - a->cur);
+      size_t rc = (rest > ALLOC_MAX ? ALLOC_MAX : rest) / ALLOC_QUANTUM - 1;
+      freeblock *fb = (freeblock *)a->cur;
+      fb->next = a->free[rc];
+      a->free[rc] = fb;
+      a->cur += (rc + 1) * ALLOC_QUANTUM;
+    }
+    {
+      slab *s = (slab *)malloc(SLAB_SIZE);
+      if (s == NULL)
+        return NULL;
+      s->next = a->slabs;
+      a->slabs = s;
+      a->cur = (char *)s + ALLOC_QUANTUM;  /* keep blocks 16-aligned */
+      a->end = (char *)s + SLAB_SIZE;
+    }
+  }
+  b = (freeblock *)a->cur;
+  a->cur += size;
+  return b;
+}
+
+static void small_free (loom_alloc *a, void *p, size_t c) {
+  freeblock *b = (freeblock *)p;
+  b->next = a->free[c];
+  a->free[c] = b;
+}
+
+/* The lua_Alloc function: ud is the loom_alloc. */
+static void *alloc_f (void *ud, void *ptr, size_t osize, size_t nsize) {
+  loom_alloc *a = (loom_alloc *)ud;
+  if (ptr == NULL)
+    osize = 0;  /* then osize tells the kind of object, not a size */
+  if (nsize == 0) {
+    if (ptr != NULL) {
+      if (osize <= ALLOC_MAX)
+        small_free(a, ptr, classof(osize));
+      else
+        free(ptr);
+    }
+    return NULL;
+  }
+  if (nsize <= ALLOC_MAX) {
+    void *n;
+    if (ptr != NULL && osize <= ALLOC_MAX && classof(osize) == classof(nsize))
+      return ptr;  /* same class: nothing to do */
+    n = small_alloc(a, classof(nsize));
+    if (n == NULL)
+      return NULL;
+    if (ptr != NULL) {
+      memcpy(n, ptr, osize < nsize ? osize : nsize);
+      if (osize <= ALLOC_MAX)
+        small_free(a, ptr, classof(osize));
+      else
+        free(ptr);
+    }
+    return n;
+  }
+  if (ptr != NULL && osize <= ALLOC_MAX) {  /* small to large */
+    void *n = malloc(nsize);
+    if (n == NULL)
+      return NULL;
+    memcpy(n, ptr, osize);
+    small_free(a, ptr, classof(osize));
+    return n;
+  }
+  return realloc(ptr, nsize);
+}
+
+/*
+** Makes an allocator; loom__alloc_f is its lua_Alloc. Free it with
+** loom__alloc_free after lua_close.
+*/
+loom_alloc *loom__alloc_new (void) {
+  loom_alloc *a = (loom_alloc *)calloc(1, sizeof(loom_alloc));
+  return a;
+}
+
+lua_Alloc loom__alloc_f (void) {
+  return alloc_f;
+}
+
+void loom__alloc_free (loom_alloc *a) {
+  slab *s;
+  if (a == NULL)
+    return;
+  s = a->slabs;
+  while (s != NULL) {
+    slab *next = s->next;
+    free(s);
+    s = next;
+  }
+  free(a);
+}
