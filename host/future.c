@@ -89,10 +89,15 @@ static int raise_error (lua_State *L, const char *cls, const char *msg) {
 */
 
 loom_future *loom__tofuture (lua_State *L, int idx) {
-  loom_future *f = (loom_future *)loom__testud(L, idx, LOOM_TFUTURE);
-  if (f == NULL)
-    f = (loom_future *)loom__testud(L, idx, LOOM_TTASK);
-  return f;
+  loom_future *f = (loom_future *)lua_touserdata(L, idx);
+  if (f != NULL && lua_getmetatable(L, idx)) {
+    if (!lua_rawequal(L, -1, loom__mtindex(LOOM_TFUTURE))
+        && !lua_rawequal(L, -1, loom__mtindex(LOOM_TTASK)))
+      f = NULL;
+    lua_pop(L, 1);
+    return f;
+  }
+  return NULL;
 }
 
 loom_future *loom__checkfuture (lua_State *L, int idx) {
@@ -136,7 +141,7 @@ void loom__future_init (lua_State *L, loom_future *f, loom_loop *loop,
 int loom__future_new (lua_State *L, loom_loop *loop, int loopidx) {
   loom_future *f;
   loopidx = lua_absindex(L, loopidx);
-  f = (loom_future *)lua_newuserdatauv(L, sizeof(loom_future), LOOM_FUV_COUNT);
+  f = (loom_future *)lua_newuserdatauv(L, sizeof(loom_future), LOOM_FUV_FUTURE);
   loom__future_init(L, f, loop, loopidx, LOOM_KFUTURE);
   loom__setmt(L, LOOM_TFUTURE);
   return 1;
@@ -173,7 +178,7 @@ void loom__future_schedule (lua_State *L, loom_future *f, int idx) {
 ** so it runs after whatever is already queued.
 */
 void loom__future_add_callback (lua_State *L, loom_future *f, int idx,
-                                int cbidx) {
+                                int cbidx, int istask) {
   idx = lua_absindex(L, idx);
   cbidx = lua_absindex(L, cbidx);
   if (f->state != LOOM_PENDING) {
@@ -188,6 +193,8 @@ void loom__future_add_callback (lua_State *L, loom_future *f, int idx,
   if (lua_getiuservalue(L, idx, LOOM_FUV_CALLBACKS) == LUA_TNIL) {
     lua_pushvalue(L, cbidx);
     lua_setiuservalue(L, idx, LOOM_FUV_CALLBACKS);
+    if (istask)
+      f->fflags |= LOOM_FTASKCB;
   }
   else if (f->fflags & LOOM_FMANYCB) {
     lua_pushvalue(L, cbidx);
@@ -202,16 +209,21 @@ void loom__future_add_callback (lua_State *L, loom_future *f, int idx,
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, idx, LOOM_FUV_CALLBACKS);
     f->fflags |= LOOM_FMANYCB;
+    f->fflags &= (uint8_t)~LOOM_FTASKCB;
   }
   lua_pop(L, 1);
 }
 
-/* Calls one done callback (at cbidx) of the future at idx. */
-static void call_one (lua_State *L, loom_future *f, int idx, int cbidx) {
-  loom_task *t = loom__totask(L, cbidx);
+/* Calls one done callback (at cbidx) of the future at idx; istask says
+** that it is a task to wake (1), not one (0) or not known (-1). */
+static void call_one (lua_State *L, loom_future *f, int idx, int cbidx,
+                      int istask) {
   int base;
-  if (t != NULL) {
-    loom__task_wakeup(L, t, cbidx);
+  if (istask < 0)
+    istask = lua_type(L, cbidx) == LUA_TUSERDATA
+             && loom__totask(L, cbidx) != NULL;
+  if (istask) {
+    loom__task_wakeup(L, (loom_task *)lua_touserdata(L, cbidx), cbidx);
     return;
   }
   base = lua_gettop(L);
@@ -249,20 +261,21 @@ static void call_one (lua_State *L, loom_future *f, int idx, int cbidx) {
 */
 void loom__future_run_callbacks (lua_State *L, loom_future *f, int idx) {
   int many = f->fflags & LOOM_FMANYCB;
-  f->fflags &= (uint8_t)~(LOOM_FSCHEDULED | LOOM_FMANYCB);
+  int istask = (f->fflags & LOOM_FTASKCB) != 0;
+  f->fflags &= (uint8_t)~(LOOM_FSCHEDULED | LOOM_FMANYCB | LOOM_FTASKCB);
   lua_getiuservalue(L, idx, LOOM_FUV_CALLBACKS);
   lua_pushnil(L);
   lua_setiuservalue(L, idx, LOOM_FUV_CALLBACKS);
   if (!many) {
     if (!lua_isnil(L, -1))
-      call_one(L, f, idx, lua_gettop(L));
+      call_one(L, f, idx, lua_gettop(L), istask);
   }
   else {
     lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
     int list = lua_gettop(L);
     for (i = 1; i <= n; i++) {
       lua_rawgeti(L, list, i);
-      call_one(L, f, idx, list + 1);
+      call_one(L, f, idx, list + 1, -1);
       lua_settop(L, list);
     }
   }
@@ -301,11 +314,7 @@ int loom__future_push_results (lua_State *L, loom_future *f, int idx) {
     return lua_error(L);
   }
   if (f->state == LOOM_CANCELLED) {
-    lua_getiuservalue(L, idx, LOOM_FUV_EXTRA);
-    if (lua_istable(L, -1))
-      lua_getfield(L, -1, "cancel_message");
-    else
-      lua_pushnil(L);
+    lua_getiuservalue(L, idx, LOOM_FUV_VALUE);  /* the cancel message */
     loom__push_cancelled(L, lua_gettop(L));
     return lua_error(L);
   }
@@ -338,11 +347,8 @@ int loom__future_cancel (lua_State *L, loom_future *f, int idx, int msgidx) {
   if (f->state != LOOM_PENDING)
     return 0;
   if (msgidx && !lua_isnil(L, msgidx)) {
-    msgidx = lua_absindex(L, msgidx);
-    loom__extra(L, idx);
     lua_pushvalue(L, msgidx);
-    lua_setfield(L, -2, "cancel_message");
-    lua_pop(L, 1);
+    lua_setiuservalue(L, idx, LOOM_FUV_VALUE);
   }
   f->state = LOOM_CANCELLED;
   loom__future_schedule(L, f, idx);
@@ -439,7 +445,7 @@ static int future_add_done_callback (lua_State *L) {
   lua_settop(L, 2);
   if (f->loop->closed && f->state != LOOM_PENDING)
     return luaL_error(L, "add_done_callback: event loop is closed");
-  loom__future_add_callback(L, f, 1, 2);
+  loom__future_add_callback(L, f, 1, 2, 0);
   return 0;
 }
 
@@ -461,6 +467,7 @@ int loom__future_remove_callback (lua_State *L, loom_future *f, int idx,
     if (!lua_isnil(L, list) && lua_rawequal(L, cbidx, list)) {
       lua_pushnil(L);
       lua_setiuservalue(L, idx, LOOM_FUV_CALLBACKS);
+      f->fflags &= (uint8_t)~LOOM_FTASKCB;
       removed = 1;
     }
   }

@@ -62,17 +62,21 @@ enum { LOOM_PENDING = 0, LOOM_FINISHED, LOOM_CANCELLED };
 #define LOOM_FUNRETRIEVED 0x02u /* error not yet looked at by anybody */
 #define LOOM_FMANYCB     0x04u  /* callback slot holds a list table */
 #define LOOM_FSCHEDULED  0x08u  /* callbacks queued in the ready queue */
+#define LOOM_FTASKCB     0x10u  /* the one callback is a task to wake */
 
 /*
 ** User values of a future (and of a task, which extends it).
 */
 enum {
-  LOOM_FUV_VALUE = 1,  /* future: result, packed results, or error value;
-                          task: its coroutine (results live on its stack) */
+  LOOM_FUV_VALUE = 1,  /* result, packed results, error value, or (plain
+                          future) cancel message; a pending task's
+                          coroutine */
   LOOM_FUV_CALLBACKS,  /* one callback, or a list table (LOOM_FMANYCB) */
   LOOM_FUV_LOOP,       /* the owning loop: keeps it alive */
-  LOOM_FUV_EXTRA,      /* lazily made table: name, cancel message, ... */
-  LOOM_FUV_COUNT = LOOM_FUV_EXTRA
+  LOOM_FUV_EXTRA,      /* tasks only, made lazily: name, cancel message,
+                          traceback */
+  LOOM_FUV_FUTURE = LOOM_FUV_LOOP,  /* user values of a plain future */
+  LOOM_FUV_TASK = LOOM_FUV_EXTRA    /* user values of a task */
 };
 
 struct loom_loop;
@@ -214,7 +218,7 @@ void loom__future_run_callbacks(lua_State *L, loom_future *f, int idx);
 int loom__future_push_results(lua_State *L, loom_future *f, int idx);
 int loom__future_cancel(lua_State *L, loom_future *f, int idx, int msgidx);
 void loom__future_add_callback(lua_State *L, loom_future *f, int idx,
-                               int cbidx);
+                               int cbidx, int istask);
 int loom__future_remove_callback(lua_State *L, loom_future *f, int idx,
                                  int cbidx);
 void loom__push_error(lua_State *L, const char *cls, const char *msg);

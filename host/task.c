@@ -186,7 +186,7 @@ int loom__task_new (lua_State *L, loom_loop *loop, int loopidx, int fidx,
   int i;
   loopidx = lua_absindex(L, loopidx);
   fidx = lua_absindex(L, fidx);
-  t = (loom_task *)lua_newuserdatauv(L, sizeof(loom_task), LOOM_FUV_COUNT);
+  t = (loom_task *)lua_newuserdatauv(L, sizeof(loom_task), LOOM_FUV_TASK);
   memset(t, 0, sizeof(*t));
   loom__future_init(L, &t->f, loop, loopidx, LOOM_KTASK);
   loom__setmt(L, LOOM_TTASK);  /* co == NULL: __gc does nothing */
@@ -363,7 +363,7 @@ void loom__task_step (lua_State *L, loom_task *t, int idx) {
       lua_xmove(co, L, 1);
       t->waiter = fut;
       yielded(t) = YIELD_AWAIT;
-      loom__future_add_callback(L, fut, -1, idx);
+      loom__future_add_callback(L, fut, -1, idx, 1);
       if (t->must_cancel) {
         push_cancel_message(L, idx);
         if (cancel_waiter(L, lua_gettop(L)))
