@@ -127,7 +127,7 @@ void loom__future_init (lua_State *L, loom_future *f, loom_loop *loop,
   f->h.kind = (uint8_t)kind;
   f->h.flags = 0;
   f->h.spare = 0;
-  f->h.slot = -1;
+  f->h.n = 0;
   f->state = LOOM_PENDING;
   f->fflags = 0;
   f->spare = 0;

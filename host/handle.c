@@ -9,19 +9,20 @@
 
 /*
 ** A handle holds its callback in user value 1 and its arguments in user
-** values 2 .. nargs+1, so a handle is one allocation whatever it carries.
+** values 2 .. n+1, so a handle is one allocation whatever it carries. A
+** plain handle is only the object header (its n counts the arguments); a
+** timer handle adds its deadline and its loop.
 */
-typedef struct loom_handle {
+typedef struct loom_timer {
   loom_obj h;
-  int32_t nargs;
-  double when;              /* timer handles: the deadline */
+  double when;
   loom_loop *loop;
-} loom_handle;
+} loom_timer;
 
-static loom_handle *checkhandle (lua_State *L, int idx) {
-  loom_handle *h = (loom_handle *)loom__testud(L, idx, LOOM_THANDLE);
+static loom_obj *checkhandle (lua_State *L, int idx) {
+  loom_obj *h = (loom_obj *)loom__testud(L, idx, LOOM_THANDLE);
   if (h == NULL)
-    h = (loom_handle *)loom__checkud(L, idx, LOOM_TTIMER);
+    h = (loom_obj *)loom__checkud(L, idx, LOOM_TTIMER);
   return h;
 }
 
@@ -32,19 +33,21 @@ static loom_handle *checkhandle (lua_State *L, int idx) {
 */
 int loom__newhandle (lua_State *L, loom_loop *loop, int kind, int fidx,
                      int nargs, double when) {
-  loom_handle *h;
+  loom_obj *h;
   int i;
   fidx = lua_absindex(L, fidx);
   if (nargs >= USHRT_MAX)
     luaL_error(L, "too many arguments for a callback");
-  h = (loom_handle *)lua_newuserdatauv(L, sizeof(loom_handle), nargs + 1);
-  h->h.kind = (uint8_t)kind;
-  h->h.flags = 0;
-  h->h.spare = 0;
-  h->h.slot = -1;
-  h->nargs = nargs;
-  h->when = when;
-  h->loop = loop;
+  h = (loom_obj *)lua_newuserdatauv(L, kind == LOOM_KTIMER ? sizeof(loom_timer)
+                                    : sizeof(loom_obj), nargs + 1);
+  h->kind = (uint8_t)kind;
+  h->flags = 0;
+  h->spare = 0;
+  h->n = nargs;
+  if (kind == LOOM_KTIMER) {
+    ((loom_timer *)h)->when = when;
+    ((loom_timer *)h)->loop = loop;
+  }
   loom__setmt(L, kind == LOOM_KTIMER ? LOOM_TTIMER : LOOM_THANDLE);
   for (i = 0; i <= nargs; i++) {
     lua_pushvalue(L, fidx + i);
@@ -58,8 +61,7 @@ int loom__newhandle (lua_State *L, loom_loop *loop, int kind, int fidx,
 ** propagate to the caller (the loop's batch runner).
 */
 void loom__run_handle (lua_State *L, loom_obj *o, int idx) {
-  loom_handle *h = (loom_handle *)o;
-  int i, n = h->nargs;
+  int i, n = o->n;
   luaL_checkstack(L, n + 1, "too many arguments for a callback");
   for (i = 1; i <= n + 1; i++)
     lua_getiuservalue(L, idx, i);
@@ -67,31 +69,31 @@ void loom__run_handle (lua_State *L, loom_obj *o, int idx) {
 }
 
 static int handle_cancel (lua_State *L) {
-  loom_handle *h = checkhandle(L, 1);
-  if (!(h->h.flags & LOOM_FCANCELLED)) {
-    h->h.flags |= LOOM_FCANCELLED;
-    if (h->h.flags & LOOM_FINHEAP)
-      loom__heap_cancelled(h->loop);
+  loom_obj *h = checkhandle(L, 1);
+  if (!(h->flags & LOOM_FCANCELLED)) {
+    h->flags |= LOOM_FCANCELLED;
+    if (h->flags & LOOM_FINHEAP)
+      loom__heap_cancelled(((loom_timer *)h)->loop);
   }
   return 0;
 }
 
 static int handle_cancelled (lua_State *L) {
-  loom_handle *h = checkhandle(L, 1);
-  lua_pushboolean(L, h->h.flags & LOOM_FCANCELLED);
+  loom_obj *h = checkhandle(L, 1);
+  lua_pushboolean(L, h->flags & LOOM_FCANCELLED);
   return 1;
 }
 
 static int handle_when (lua_State *L) {
-  loom_handle *h = (loom_handle *)loom__checkud(L, 1, LOOM_TTIMER);
+  loom_timer *h = (loom_timer *)loom__checkud(L, 1, LOOM_TTIMER);
   lua_pushnumber(L, h->when);
   return 1;
 }
 
 static int handle_tostring (lua_State *L) {
-  loom_handle *h = checkhandle(L, 1);
-  const char *kind = h->h.kind == LOOM_KTIMER ? "TimerHandle" : "Handle";
-  const char *state = (h->h.flags & LOOM_FCANCELLED) ? " cancelled" : "";
+  loom_obj *h = checkhandle(L, 1);
+  const char *kind = h->kind == LOOM_KTIMER ? "TimerHandle" : "Handle";
+  const char *state = (h->flags & LOOM_FCANCELLED) ? " cancelled" : "";
   if (lua_getiuservalue(L, 1, 1) == LUA_TFUNCTION) {
     lua_Debug ar;
     lua_getinfo(L, ">S", &ar);

@@ -51,7 +51,7 @@ typedef struct loom_obj {
   uint8_t kind;
   uint8_t flags;
   uint16_t spare;
-  int32_t slot;   /* timer-heap pin slot, or -1 */
+  int32_t n;      /* handles: number of callback arguments */
 } loom_obj;
 
 /* Future states. */
