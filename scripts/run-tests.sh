@@ -174,6 +174,10 @@ run_step() {
       rm -f build/bin/loom build/lib/loom/core.so
       check build "$MAKE" "${MAKE_ARGS[@]}" all ;;
     docs) check docs "$LUA" scripts/check-docs.lua ;;
+    names)
+      check names env LUA_CPATH="build/lib/?.so;;" \
+        LUA_PATH="lua/?.lua;lua/?/init.lua;;" "$LUA" scripts/check-names.lua \
+        "$ROOT/../shared/DESIGN.md" ;;
     module) module_step module build "" ;;
     exe) exe_step exe build "" ;;
     asan-build)
@@ -196,7 +200,7 @@ run_step() {
 steps=("$@")
 (( ${#steps[@]} == 0 )) && steps=(all)
 case "${steps[*]}" in
-  all) steps=(build docs module exe asan-build asan-exe asan-module) ;;
+  all) steps=(build docs names module exe asan-build asan-exe asan-module) ;;
   asan) steps=(asan-build asan-exe asan-module) ;;
 esac
 

@@ -1,0 +1,243 @@
+"""loom against its peers from one run of scripts/bench/run.sh.
+
+usage: python3 scripts/bench/report.py raw.tsv [env.txt [notes.txt]]
+
+Prints (markdown) loom's median per workload with its ratio to each peer's
+median from the same run, a table of all medians, and loom's targets with
+met / not met. Ratios: for rates, loom's rate / the peer's (higher is
+better for loom); for memory, loom's bytes / the peer's (lower is better).
+Cells: median over repetitions, "±x%" = half the min-max range relative to
+the median (only with more than one repetition). Memory per sleeping task is
+(median peak RSS of the N-task sleep run - median of the 1-task run) / N,
+as in ../shared/bench/peers/report.py.
+"""
+import csv
+import os
+import statistics
+import sys
+from collections import defaultdict
+
+PEERS = ["asyncio", "uvloop", "luv", "cqueues", "lua-coro", "node", "libuv-c"]
+ALL = ["loom"] + PEERS
+
+
+def num(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def load(path):
+    vals = defaultdict(list)  # (workload, peer, n, field) -> [values]
+    reps = set()
+    with open(path) as f:
+        for r in csv.DictReader(f, delimiter="\t"):
+            reps.add(r["rep"])
+            for fld in ("seconds", "ops_per_sec", "peak_rss_kb"):
+                v = num(r.get(fld))
+                if v is not None:
+                    vals[(r["workload"], r["peer"], r["n"], fld)].append(v)
+    return vals, len(reps)
+
+
+def main():
+    vals, reps = load(sys.argv[1])
+    env = ""
+    if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
+        env = open(sys.argv[2]).read().strip()
+    notes = []
+    if len(sys.argv) > 3 and os.path.exists(sys.argv[3]):
+        notes = [l.strip() for l in open(sys.argv[3]) if l.strip()]
+
+    def big_n(workload, peer):
+        """Largest N (not the 1-task baseline) measured for this pair."""
+        ns = sorted((int(k[2]) for k in vals if k[0] == workload and k[1] == peer), reverse=True)
+        ns = [n for n in ns if n != 1] or ns
+        return str(ns[0]) if ns else None
+
+    def series(workload, peer, field, n=None):
+        n = n or big_n(workload, peer)
+        return vals.get((workload, peer, n, field), []) if n else []
+
+    def med(workload, peer, field, n=None):
+        vs = series(workload, peer, field, n)
+        return statistics.median(vs) if vs else None
+
+    def spread(vs):
+        if len(vs) > 1:
+            m = statistics.median(vs)
+            if m:
+                return f" ±{(max(vs) - min(vs)) / 2 / m * 100:.0f}%"
+        return ""
+
+    def per_task(peer):
+        """Bytes of peak RSS per sleeping task, or None."""
+        big = big_n("tasks_sleep1", peer)
+        if big is None or big == "1":
+            return None
+        a = med("tasks_sleep1", peer, "peak_rss_kb", big)
+        b = med("tasks_sleep1", peer, "peak_rss_kb", "1")
+        if a is None or b is None:
+            return None
+        return (a - b) * 1024 / int(big)
+
+    def si(x):
+        if x >= 1e6:
+            return f"{x / 1e6:.2f} M"
+        if x >= 1e4:
+            return f"{x / 1e3:.0f} k"
+        if x >= 1e3:
+            return f"{x / 1e3:.1f} k"
+        return f"{x:.3g} "
+
+    def rx(r):
+        return f"{r:.1f}x" if r >= 10 else f"{r:.2f}x"
+
+    mib = lambda kb: f"{kb / 1024:.0f} MiB"
+    secs = lambda s: f"{s:.2f} s"
+
+    out = []
+    p = out.append
+    p("# loom against its peers (same run)\n")
+    if env:
+        p("```\n" + env + "\n```\n")
+    p(f"Repetitions: {reps}. Figures are medians"
+      + (" (±half of the min–max range)" if reps > 1 else "") + ".\n")
+    if notes:
+        p("Notes (skipped peers, failures):\n")
+        for l in notes:
+            p(f"- {l}")
+        p("")
+
+    # ------------------------------------------------ ratios
+    # (label, workload, field, how loom's figure is shown, kind)
+    #   kind "rate": ratio = loom ops/s / peer ops/s (higher = loom faster)
+    #   kind "mem":  ratio = loom / peer (lower = loom smaller)
+    lines = [
+        ("cb_chain (call_soon chain)", "cb_chain", "ops_per_sec", lambda v: si(v).strip() + " callbacks/s", "rate"),
+        ("cb_batch (N call_soon, then run)", "cb_batch", "ops_per_sec", lambda v: si(v).strip() + " callbacks/s", "rate"),
+        ("timers total (arm + fire, random delays [0,1s))", "timers", "seconds", secs, "time"),
+        ("timers arming", "timers_arm", "ops_per_sec", lambda v: si(v).strip() + " timers/s", "rate"),
+        ("timers peak RSS", "timers", "peak_rss_kb", mib, "mem"),
+        ("tasks (spawn + sleep(0) + join)", "tasks", "ops_per_sec", lambda v: si(v).strip() + " tasks/s", "rate"),
+        ("tasks peak RSS", "tasks", "peak_rss_kb", mib, "mem"),
+        ("sleepers total (tasks sleeping 1 s)", "tasks_sleep1", "seconds", secs, "time"),
+        ("memory per sleeping task", None, None, lambda v: f"{v:.0f} B", "mem"),
+        ("ping-pong (one-way passes)", "pingpong", "ops_per_sec", lambda v: si(v).strip() + " passes/s", "rate"),
+        ("ping-pong peak RSS", "pingpong", "peak_rss_kb", mib, "mem"),
+    ]
+    p("## loom and its ratio to each peer\n")
+    p("Rates and total times: how many times faster loom is (loom rate / peer rate, "
+      "or peer time / loom time; above 1 = loom faster). "
+      "Memory: loom's size / the peer's (below 1 = loom smaller).\n")
+    for label, w, fld, show, kind in lines:
+        if w is None:
+            lv = per_task("loom")
+            pv = {q: per_task(q) for q in PEERS}
+            nlabel = big_n("tasks_sleep1", "loom")
+            spr = ""
+        else:
+            lv = med(w, "loom", fld)
+            pv = {q: med(w, q, fld) for q in PEERS}
+            nlabel = big_n(w, "loom")
+            spr = spread(series(w, "loom", fld))
+        if lv is None and not any(v is not None for v in pv.values()):
+            continue
+        if lv is None:
+            p(f"- **{label}**: loom not measured (failed?)")
+            continue
+        parts = []
+        for q in PEERS:
+            v = pv[q]
+            if v is None or v <= 0 or lv <= 0:
+                continue
+            r = v / lv if kind == "time" else lv / v
+            parts.append(f"{rx(r)} {q}")
+        p(f"- **{label}** (N={nlabel}): loom {show(lv)}{spr}"
+          + (" = " + ", ".join(parts) if parts else ""))
+    p("")
+
+    # ------------------------------------------------ medians table
+    cols = [q for q in ALL if any(k[1] == q for k in vals)]
+    rows = [
+        ("callbacks: chain (ops/s)", "cb_chain", "ops_per_sec", si),
+        ("callbacks: batch (ops/s)", "cb_batch", "ops_per_sec", si),
+        ("timers: total time", "timers", "seconds", secs),
+        ("timers: arming rate (timers/s)", "timers_arm", "ops_per_sec", si),
+        ("timers: peak RSS", "timers", "peak_rss_kb", mib),
+        ("tasks: spawn+sleep(0)+join (tasks/s)", "tasks", "ops_per_sec", si),
+        ("tasks: peak RSS", "tasks", "peak_rss_kb", mib),
+        ("sleepers: tasks each sleeping 1 s, total time", "tasks_sleep1", "seconds", secs),
+        ("sleepers: peak RSS per task (minus a 1-task run)", None, None, None),
+        ("ping-pong (one-way passes/s)", "pingpong", "ops_per_sec", si),
+        ("ping-pong: peak RSS", "pingpong", "peak_rss_kb", mib),
+    ]
+    table = []
+    for label, w, fld, fmt in rows:
+        if w is None:
+            cells = [(f"{v:.0f} B" if (v := per_task(q)) is not None else "–") for q in cols]
+            nl = big_n("tasks_sleep1", "loom") or "–"
+        else:
+            cells = []
+            for q in cols:
+                vs = series(w, q, fld)
+                if fld == "peak_rss_kb":
+                    cells.append(mib(statistics.median(vs)) + spread(vs) if vs else "–")
+                else:
+                    cells.append(fmt(statistics.median(vs)).strip() + spread(vs) if vs else "–")
+            nl = "/".join(sorted({k[2] for k in vals if k[0] == w and k[2] != "1"}, key=int)) or "–"
+        if any(c != "–" for c in cells):
+            table.append([label, nl] + cells)
+    if table:
+        p("## Medians\n")
+        hdr = ["workload", "N"] + cols
+        p("| " + " | ".join(hdr) + " |")
+        p("|" + "|".join("---" for _ in hdr) + "|")
+        for t in table:
+            p("| " + " | ".join(t) + " |")
+        p("")
+
+    # ------------------------------------------------ targets
+    def rate_ratio(w, q):
+        a, b = med(w, "loom", "ops_per_sec"), med(w, q, "ops_per_sec")
+        return a / b if a and b else None
+
+    def rss_ratio(w, q):
+        a, b = med(w, "loom", "peak_rss_kb"), med(w, q, "peak_rss_kb")
+        return a / b if a and b else None
+
+    def task_mem_ratio(q):
+        a, b = per_task("loom"), per_task(q)
+        return a / b if a is not None and b else None
+
+    targets = [
+        ("cb_chain >= 3x uvloop", rate_ratio("cb_chain", "uvloop"), ">=", 3),
+        ("cb_batch >= 3x uvloop", rate_ratio("cb_batch", "uvloop"), ">=", 3),
+        ("timer arming >= 5x uvloop", rate_ratio("timers_arm", "uvloop"), ">=", 5),
+        ("timers peak RSS <= 0.7x asyncio", rss_ratio("timers", "asyncio"), "<=", 0.7),
+        ("tasks/s >= 6x uvloop", rate_ratio("tasks", "uvloop"), ">=", 6),
+        ("tasks/s >= 2x cqueues", rate_ratio("tasks", "cqueues"), ">=", 2),
+        ("ping-pong >= 5x uvloop", rate_ratio("pingpong", "uvloop"), ">=", 5),
+        ("ping-pong >= 0.8x lua-coro", rate_ratio("pingpong", "lua-coro"), ">=", 0.8),
+        ("memory per sleeping task <= 0.8x asyncio", task_mem_ratio("asyncio"), "<=", 0.8),
+    ]
+    p("## Targets\n")
+    p("| target | measured | |")
+    p("|---|---|---|")
+    nmet = nmeas = 0
+    for label, r, op, goal in targets:
+        if r is None:
+            p(f"| {label} | – | not measured |")
+            continue
+        nmeas += 1
+        ok = r >= goal if op == ">=" else r <= goal
+        nmet += ok
+        p(f"| {label} | {r:.3f}x | {'met' if ok else 'NOT MET'} |")
+    p(f"\n{nmet} of {len(targets)} targets met"
+      + (f" ({len(targets) - nmeas} not measured)" if nmeas < len(targets) else "") + ".")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

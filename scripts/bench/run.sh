@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# loom against its peers (../shared/bench/peers: asyncio, uvloop, luv,
+# cqueues, lua-coro, Node.js, plain C on libuv) on the same single-process
+# workloads, measured in the same run and printed as ratios.
+#
+# Builds loom (make) and the peers' C programs (into build/bench/peers-bin/,
+# never inside the peers' directory), then for REPS repetitions runs every
+# workload with loom and the peers interleaved, each program under
+# `timeout`, pinned with taskset, peak RSS from /usr/bin/time -f %M.
+# Writes build/bench/<UTC stamp>/
+#   raw.tsv        one row per measured line (same columns as the peers')
+#   commands.log   every command exactly as run, and every failure
+#   env.txt        machine, tool versions and knobs
+#   loom           the executable measured (a copy, frozen for the run)
+#   stderr.log     what the programs printed on stderr
+#   table.md       the report (scripts/bench/report.py raw.tsv env.txt)
+# and copies table.md to build/bench/latest.md.
+#
+# usage: scripts/bench/run.sh [workload ...]   (callbacks timers tasks pingpong)
+# knobs (environment), as in the peers' run.sh:
+#   REPS=3 N_CB=1000000 N_TIMERS=1000000 N_TASKS=1000000 N_SLEEPERS=100000
+#   N_PINGPONG=1000000 MICRO_CPU=0 (empty = not pinned) TIMEOUT=300 (s per program)
+#   PEERS="asyncio uvloop luv cqueues lua-coro node libuv-c" (subset to run;
+#   PEERS=none runs loom alone)   NO_INSTALL=1 (never apt-get missing peers)
+#   PEERS_DIR=<repo>/../shared/bench/peers  PY=/usr/bin/python3 LUA=lua5.4 NODE=node
+# quick run:
+#   REPS=1 N_CB=100000 N_TIMERS=100000 N_TASKS=100000 N_SLEEPERS=10000 \
+#     N_PINGPONG=100000 scripts/bench/run.sh
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" || exit 1
+
+REPS=${REPS:-3}
+N_CB=${N_CB:-1000000}
+N_TIMERS=${N_TIMERS:-1000000}
+N_TASKS=${N_TASKS:-1000000}
+N_SLEEPERS=${N_SLEEPERS:-100000}
+N_PINGPONG=${N_PINGPONG:-1000000}
+MICRO_CPU=${MICRO_CPU-0}
+TIMEOUT=${TIMEOUT:-300}
+PY=${PY:-/usr/bin/python3}     # Debian's python3 (the one with python3-uvloop)
+LUA=${LUA:-lua5.4}
+NODE=${NODE:-node}
+PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench/peers}
+PEERS=${PEERS:-asyncio uvloop luv cqueues lua-coro node libuv-c}
+[ "$PEERS" = none ] && PEERS=
+WORKLOADS=${*:-callbacks timers tasks pingpong}
+LOOM=$ROOT/build/bin/loom
+BENCH=$ROOT/scripts/bench
+
+for w in $WORKLOADS; do
+  case $w in callbacks|timers|tasks|pingpong) ;;
+    *) echo "unknown workload '$w' (callbacks timers tasks pingpong)" >&2; exit 2 ;;
+  esac
+done
+
+# ---------------------------------------------------------------- build loom
+echo "== building loom"
+make -s all || { echo "make failed" >&2; exit 1; }
+[ -x "$LOOM" ] || { echo "no $LOOM after make" >&2; exit 1; }
+
+# ---------------------------------------------------------------- peers' packages
+# The Makefile's deps target does not install the peers; do it here when
+# something is missing and we are root (NO_INSTALL=1 to never do it).
+want_pkgs() {
+  local p missing=
+  for p in python3-uvloop lua-luv lua-cqueues nodejs time; do
+    dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing="$missing $p"
+  done
+  echo "$missing"
+}
+if [ -n "$PEERS" ] && [ -z "${NO_INSTALL:-}" ] && command -v dpkg-query >/dev/null; then
+  missing=$(want_pkgs)
+  if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ]; then
+      echo "== installing missing peer packages:$missing"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y $missing >/dev/null 2>&1 ||
+        { DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null 2>&1 &&
+          DEBIAN_FRONTEND=noninteractive apt-get install -y $missing >/dev/null 2>&1; } ||
+        echo "   apt-get failed; the peers that need them will be skipped"
+    else
+      echo "== note: not root, not installing:$missing (those peers will be skipped)"
+    fi
+  fi
+fi
+
+OUT=build/bench/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT" build/bench/peers-bin
+# Freeze the executable for the whole run (it embeds loom's Lua sources):
+# build/ is shared, and a rebuild during the run must not change what is
+# measured half-way through.
+cp "$LOOM" "$OUT/loom" || exit 1
+LOOM=$ROOT/$OUT/loom
+RAW=$OUT/raw.tsv
+LOG=$OUT/commands.log
+: >"$LOG"
+printf 'rep\tworkload\tpeer\tn\tseconds\tops_per_sec\textra\tpeak_rss_kb\twall_s\tuser_s\tsys_s\n' >"$RAW"
+note() { echo "   note: $*" | tee -a "$LOG" >&2; echo "$*" >>"$OUT/notes.txt"; }
+
+# ---------------------------------------------------------------- which peers run
+has_peer() { case " $PEERS " in *" $1 "*) return 0 ;; esac; return 1; }
+declare -A OK
+if [ -n "$PEERS" ] && [ ! -d "$PEERS_DIR" ]; then
+  note "peers' directory $PEERS_DIR not found: all peers skipped"
+  PEERS=
+fi
+check() {  # check PEER WHY CMD...: PEER runs if CMD succeeds
+  local p=$1 why=$2; shift 2
+  has_peer "$p" || return
+  if "$@" >/dev/null 2>&1; then OK[$p]=1; else note "peer $p skipped: $why"; fi
+}
+check asyncio "no $PY" "$PY" -c 'import asyncio'
+check uvloop "python3-uvloop not installed" "$PY" -c 'import uvloop'
+check luv "lua-luv not installed for $LUA" "$LUA" -e 'require "luv"'
+check cqueues "lua-cqueues not installed for $LUA" "$LUA" -e 'require "cqueues"'
+check lua-coro "no $LUA" "$LUA" -e ''
+check node "no $NODE (Debian package nodejs)" "$NODE" -e ''
+if has_peer libuv-c; then
+  OK[libuv-c]=1
+  for d in callbacks timers tasks pingpong; do
+    gcc -O2 -Wall -o "build/bench/peers-bin/${d}_libuv" "$PEERS_DIR/$d/c_libuv.c" -luv 2>>"$LOG" ||
+      { note "peer libuv-c skipped: gcc failed on $d/c_libuv.c (libuv1-dev?)"; unset 'OK[libuv-c]'; break; }
+  done
+fi
+
+TIME=
+if [ -x /usr/bin/time ]; then TIME="/usr/bin/time"; else note "no /usr/bin/time (package time): no peak RSS"; fi
+PIN=
+if [ -n "$MICRO_CPU" ]; then
+  if command -v taskset >/dev/null; then PIN="taskset -c $MICRO_CPU"; else note "no taskset: not pinned"; fi
+fi
+
+# ---------------------------------------------------------------- environment
+{
+  echo "date (UTC): $(date -u '+%Y-%m-%d %H:%M')"
+  echo "kernel: $(uname -sr)"
+  echo "nproc: $(nproc)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(grep -m1 'cpu MHz' /proc/cpuinfo | cut -d: -f2 | tr -d ' ') MHz)"
+  echo "hypervisor: $(lscpu 2>/dev/null | awk -F: '/Hypervisor vendor/{gsub(/ /,"",$2); print $2}')"
+  echo "memory: $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "loom: $("$LOOM" -v 2>&1 | head -1) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD -- host lua 2>/dev/null || echo ', host/ or lua/ modified'))"
+  [ -n "${OK[asyncio]:-}" ] && echo "python: $($PY -V 2>&1)$([ -n "${OK[uvloop]:-}" ] && echo "; uvloop $($PY -c 'import uvloop; print(uvloop.__version__)')")"
+  command -v "$LUA" >/dev/null && echo "lua: $($LUA -v 2>&1)$([ -n "${OK[luv]:-}" ] && echo "; luv $($LUA -e 'print(require"luv".version_string())')")$([ -n "${OK[cqueues]:-}" ] && echo "; cqueues $($LUA -e 'print(require"cqueues".VERSION)')")"
+  [ -n "${OK[node]:-}" ] && echo "node: $($NODE -v)"
+  echo "libuv: $(pkg-config --modversion libuv 2>/dev/null); gcc: $(gcc -dumpfullversion 2>/dev/null)"
+  echo "peers run: $(for q in $PEERS; do [ -n "${OK[$q]:-}" ] && printf '%s ' "$q"; done)"
+  echo "knobs: REPS=$REPS N_CB=$N_CB N_TIMERS=$N_TIMERS N_TASKS=$N_TASKS N_SLEEPERS=$N_SLEEPERS N_PINGPONG=$N_PINGPONG MICRO_CPU=$MICRO_CPU TIMEOUT=$TIMEOUT"
+} >"$OUT/env.txt"
+cat "$OUT/env.txt"
+
+# run_one REP LABEL CMD...: run one program pinned, under timeout and
+# /usr/bin/time; append each line it prints to raw.tsv. A crash, a timeout
+# or no output is logged (commands.log, notes.txt) and printed.
+run_one() {
+  local rep=$1 label=$2; shift 2
+  local tf; tf=$(mktemp)
+  local acct_cmd=()
+  [ -n "$TIME" ] && acct_cmd=("$TIME" -o "$tf" -f '%M %e %U %S')
+  echo "timeout $TIMEOUT $PIN ${acct_cmd[*]} $*" >>"$LOG"
+  local out rc
+  out=$(timeout "$TIMEOUT" $PIN "${acct_cmd[@]}" "$@" 2>>"$OUT/stderr.log")
+  rc=$?
+  local acct="- - - -" sig=
+  if [ -n "$TIME" ]; then
+    acct=$(grep -E '^[0-9]+ ' "$tf" | tail -1)
+    sig=$(grep -o 'terminated by signal [0-9]*' "$tf")
+  fi
+  rm -f "$tf"
+  if [ $rc -ne 0 ] || [ -z "$out" ]; then
+    local why="exit status $rc"
+    [ $rc -eq 124 ] && why="timed out after ${TIMEOUT}s"
+    [ -n "$sig" ] && why="$sig"
+    [ -z "$out" ] && why="$why, printed nothing"
+    note "rep $rep: $label FAILED ($why): $*"
+    # the lines it printed before failing, if any, are still kept
+  fi
+  [ -z "$out" ] && return
+  local rss wall usr sys w p n s o
+  read -r rss wall usr sys <<<"${acct:-- - - -}"
+  while read -r w p n s o; do
+    [ -n "$o" ] || continue
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t-\t%s\t%s\t%s\t%s\n' "$rep" "$w" "$p" "$n" "$s" "$o" "${rss:--}" "${wall:--}" "${usr:--}" "${sys:--}" >>"$RAW"
+    printf '  %-14s %-9s n=%-8s %10s s %14s ops/s  rss=%s KB\n' "$w" "$p" "$n" "$s" "$o" "${rss:--}"
+  done <<<"$out"
+}
+
+# micro REP DIR N [EXTRA]: loom, then every peer that has a program for DIR.
+micro() {
+  local rep=$1 dir=$2 n=$3 extra=${4:-}
+  local pd=$PEERS_DIR/$dir
+  run_one "$rep" "loom/$dir" "$LOOM" --plain "$BENCH/$dir.lua" "$n" $extra
+  [ -n "${OK[asyncio]:-}" ] && run_one "$rep" "asyncio/$dir" "$PY" "$pd/py_aio.py" "$n" asyncio $extra
+  [ -n "${OK[uvloop]:-}" ] && run_one "$rep" "uvloop/$dir" "$PY" "$pd/py_aio.py" "$n" uvloop $extra
+  [ -n "${OK[luv]:-}" ] && [ -f "$pd/lua_luv.lua" ] && run_one "$rep" "luv/$dir" "$LUA" "$pd/lua_luv.lua" "$n" $extra
+  [ -n "${OK[cqueues]:-}" ] && [ -f "$pd/lua_cqueues.lua" ] && run_one "$rep" "cqueues/$dir" "$LUA" "$pd/lua_cqueues.lua" "$n" $extra
+  [ -n "${OK[lua-coro]:-}" ] && [ -f "$pd/lua_coro.lua" ] && run_one "$rep" "lua-coro/$dir" "$LUA" "$pd/lua_coro.lua" "$n" $extra
+  [ -n "${OK[node]:-}" ] && [ -f "$pd/node.js" ] && run_one "$rep" "node/$dir" "$NODE" "$pd/node.js" "$n" $extra
+  [ -n "${OK[libuv-c]:-}" ] && [ -x "build/bench/peers-bin/${dir}_libuv" ] &&
+    run_one "$rep" "libuv-c/$dir" "build/bench/peers-bin/${dir}_libuv" "$n" $extra
+  return 0
+}
+
+START=$(date +%s)
+for rep in $(seq 1 "$REPS"); do
+  echo "== repetition $rep/$REPS ($(($(date +%s) - START)) s elapsed)"
+  for w in $WORKLOADS; do
+    case $w in
+      callbacks) micro "$rep" callbacks "$N_CB" ;;
+      timers)    micro "$rep" timers "$N_TIMERS" ;;
+      tasks)     micro "$rep" tasks "$N_TASKS"
+                 micro "$rep" tasks "$N_SLEEPERS" 1     # RSS per sleeping task:
+                 micro "$rep" tasks 1 1 ;;              # minus this 1-task baseline
+      pingpong)  micro "$rep" pingpong "$N_PINGPONG" ;;
+    esac
+  done
+done
+echo "== done in $(($(date +%s) - START)) s"
+
+"$PY" "$BENCH/report.py" "$RAW" "$OUT/env.txt" "$OUT/notes.txt" >"$OUT/table.md" ||
+  { echo "report failed" >&2; exit 1; }
+cp "$OUT/table.md" build/bench/latest.md
+echo "results: $OUT/ (raw.tsv, commands.log, env.txt, table.md; also build/bench/latest.md)"
+echo
+cat "$OUT/table.md"
