@@ -41,7 +41,9 @@ SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
 SO_LDFLAGS := -Wl,-z,nodelete
 else
 BUILD    ?= build
-OPTFLAGS ?= -O2 -g
+# -fno-plt: calls into liblua and libuv go straight through the GOT; the
+# core makes many short calls into the Lua API.
+OPTFLAGS ?= -O2 -g -fno-plt
 SANFLAGS :=
 SO_LDFLAGS :=
 endif
