@@ -119,8 +119,8 @@ enum {
   LOOM_LUV_HANDLER = 1, /* exception handler or nil */
   LOOM_LUV_FACTORY,     /* task factory or nil */
   LOOM_LUV_SIGINT,      /* SIGINT callback or nil */
-  LOOM_LUV_READY,       /* table: the ready queue, entries 1..nready */
-  LOOM_LUV_SPARE,       /* table: the batch being run, or an empty one */
+  LOOM_LUV_QUEUE0,      /* two tables that take turns: the ready queue */
+  LOOM_LUV_QUEUE1,      /* (entries 1..nready) and the batch being run */
   LOOM_LUV_PINS,        /* table: slot -> object, anchors heap entries */
   LOOM_LUV_TASKS,       /* weak-valued table: slot -> pending task */
   LOOM_LUV_COUNT = LOOM_LUV_TASKS
@@ -138,6 +138,7 @@ typedef struct loom_loop {
   ** that nobody references is collected with everything it holds. */
   int nready;
   int ncur, icur;           /* the batch being run: entries icur+1..ncur */
+  int readyq;               /* which queue table is the ready queue */
   /* timer heap */
   loom_heapentry *heap;
   int nheap, heapcap;

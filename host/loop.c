@@ -82,7 +82,7 @@ void loom__ready_push (lua_State *L, loom_loop *loop, int loopidx, int idx) {
     luaL_error(L, "event loop is closed");
   idx = lua_absindex(L, idx);
   loopidx = lua_absindex(L, loopidx);
-  lua_getiuservalue(L, loopidx, LOOM_LUV_READY);
+  lua_getiuservalue(L, loopidx, LOOM_LUV_QUEUE0 + loop->readyq);
   n = ++loop->nready;
   lua_pushvalue(L, idx);
   lua_rawseti(L, -2, n);
@@ -607,13 +607,10 @@ static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
   if (loop->nheap > 0)
     heap_due(L, loop, loopidx, loom__now(loop));
   if (loop->nready > 0) {
-    /* the ready table becomes this iteration's batch; new entries go to
-    ** the emptied spare */
-    lua_getiuservalue(L, loopidx, LOOM_LUV_READY);
-    lua_getiuservalue(L, loopidx, LOOM_LUV_SPARE);
-    lua_setiuservalue(L, loopidx, LOOM_LUV_READY);
-    lua_pushvalue(L, top + 1);
-    lua_setiuservalue(L, loopidx, LOOM_LUV_SPARE);
+    /* the ready queue becomes this iteration's batch; new entries go to
+    ** the other table, emptied by the last batch */
+    lua_getiuservalue(L, loopidx, LOOM_LUV_QUEUE0 + loop->readyq);
+    loop->readyq ^= 1;
     loop->ncur = loop->nready;
     loop->icur = 0;
     loop->nready = 0;
@@ -626,7 +623,7 @@ static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
 static void report_entry (lua_State *L, loom_loop *loop, int loopidx) {
   int err = lua_gettop(L);
   int i = ++loop->icur;
-  lua_getiuservalue(L, loopidx, LOOM_LUV_SPARE);  /* the batch */
+  lua_getiuservalue(L, loopidx, LOOM_LUV_QUEUE0 + (loop->readyq ^ 1));
   lua_rawgeti(L, -1, i);  /* the failing entry */
   lua_createtable(L, 0, 4);
   describe(L, err + 2);
@@ -669,7 +666,7 @@ static void report_entry (lua_State *L, loom_loop *loop, int loopidx) {
 static int run_body (lua_State *L) {
   loom_loop *loop = (loom_loop *)lua_touserdata(L, 1);
   if (loop->ncur > 0) {
-    lua_getiuservalue(L, 1, LOOM_LUV_SPARE);
+    lua_getiuservalue(L, 1, LOOM_LUV_QUEUE0 + (loop->readyq ^ 1));
     run_batch(L, loop, 1, 2);
     lua_settop(L, 1);
     if (loop->stopping)
@@ -1042,7 +1039,7 @@ static void loop_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
     heap_clear(L, loop, loopidx);
   loop->closed = 1;
   loop->nready = loop->ncur = loop->icur = 0;
-  for (i = LOOM_LUV_READY; i <= LOOM_LUV_TASKS; i++) {
+  for (i = LOOM_LUV_QUEUE0; i <= LOOM_LUV_TASKS; i++) {
     lua_pushnil(L);
     lua_setiuservalue(L, loopidx, i);
   }
@@ -1117,8 +1114,8 @@ static int core_new_loop (lua_State *L) {
   loop->closed = 1;
   loop->self_ref = LUA_NOREF;
   loom__setmt(L, LOOM_TLOOP);
-  newtable(L, LOOM_LUV_READY, NULL);
-  newtable(L, LOOM_LUV_SPARE, NULL);
+  newtable(L, LOOM_LUV_QUEUE0, NULL);
+  newtable(L, LOOM_LUV_QUEUE1, NULL);
   newtable(L, LOOM_LUV_PINS, NULL);
   newtable(L, LOOM_LUV_TASKS, "v");
   r = uv_loop_init(&loop->uv);
