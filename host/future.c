@@ -92,7 +92,8 @@ loom_future *loom__tofuture (lua_State *L, int idx) {
   loom_future *f = (loom_future *)lua_touserdata(L, idx);
   if (f != NULL && lua_getmetatable(L, idx)) {
     if (!lua_rawequal(L, -1, loom__mtindex(LOOM_TFUTURE))
-        && !lua_rawequal(L, -1, loom__mtindex(LOOM_TTASK)))
+        && !lua_rawequal(L, -1, loom__mtindex(LOOM_TTASK))
+        && !lua_rawequal(L, -1, loom__mtindex(LOOM_TFUTUREGC)))
       f = NULL;
     lua_pop(L, 1);
     return f;
@@ -364,8 +365,12 @@ int loom__future_cancel (lua_State *L, loom_future *f, int idx, int msgidx) {
 ** =======================================================
 */
 
+/* A plain future (not a task), with either of its metatables. */
 static loom_future *checkplain (lua_State *L, int idx) {
-  return (loom_future *)loom__checkud(L, idx, LOOM_TFUTURE);
+  loom_future *f = (loom_future *)loom__testud(L, idx, LOOM_TFUTURE);
+  if (f == NULL)
+    f = (loom_future *)loom__checkud(L, idx, LOOM_TFUTUREGC);
+  return f;
 }
 
 static int future_result (lua_State *L) {
@@ -431,6 +436,8 @@ static int future_set_exception (lua_State *L) {
   lua_setiuservalue(L, 1, LOOM_FUV_VALUE);
   f->fflags |= LOOM_FERROR | LOOM_FUNRETRIEVED;
   f->state = LOOM_FINISHED;
+  lua_pushvalue(L, loom__mtindex(LOOM_TFUTUREGC));  /* now it may need */
+  lua_setmetatable(L, 1);                          /* a finalizer */
   loom__future_schedule(L, f, 1);
   return 0;
 }
@@ -557,18 +564,36 @@ static const luaL_Reg plain_methods[] = {
 
 static const luaL_Reg future_metamethods[] = {
   {"__tostring", future_tostring},
+  {NULL, NULL}
+};
+
+static const luaL_Reg future_gc_metamethods[] = {
+  {"__tostring", future_tostring},
   {"__gc", future_gc},
   {NULL, NULL}
 };
 
+/*
+** Futures have two metatables with the same methods. The usual one has
+** no __gc: an object with a finalizer costs the collector an extra cycle,
+** and most futures never need one. set_exception moves a future to the
+** twin with __gc, which reports an error nobody retrieved.
+*/
 int loom__open_future (lua_State *L) {
   loom__newmt(L, LOOM_TFUTURE);
   loom__setfuncs(L, future_metamethods);
   lua_newtable(L);
   loom__setfuncs(L, loom__future_methods);
   loom__setfuncs(L, plain_methods);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__index");
+  loom__newmt(L, LOOM_TFUTUREGC);
+  loom__setfuncs(L, future_gc_metamethods);
+  lua_insert(L, -2);
   lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  lua_pushliteral(L, LOOM_FUTURE_MT);
+  lua_setfield(L, -2, "__name");
+  lua_pop(L, 2);
   return 0;
 }
 

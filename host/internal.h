@@ -25,11 +25,11 @@
 
 /*
 ** The core's types. Each metatable is kept in the registry under its name
-** and under a pointer key: checks use the pointer key, which is found
-** without hashing a string.
+** (for luaL_checkudata users and messages) and travels as an upvalue of
+** every core function, where type checks find it.
 */
-enum { LOOM_TLOOP, LOOM_THANDLE, LOOM_TTIMER, LOOM_TFUTURE, LOOM_TTASK,
-       LOOM_TCOUNT };
+enum { LOOM_TLOOP, LOOM_THANDLE, LOOM_TTIMER, LOOM_TFUTURE, LOOM_TFUTUREGC,
+       LOOM_TTASK, LOOM_TCOUNT };
 
 /*
 ** Every object that can sit in the ready queue or the timer heap starts
