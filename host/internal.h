@@ -102,6 +102,7 @@ typedef struct loom_task {
   uint8_t started;          /* the coroutine has been resumed once */
   uint8_t body_failed;      /* the body raised (error is on co's stack) */
   uint8_t sleep_due;        /* its sleep ended: step in the next iteration */
+  uint8_t hasctx;           /* its extra table holds a context */
   int32_t wslot;            /* slot in the loop's weak task list, or 0 */
   int32_t nyield;           /* values the last yield left on co's stack */
 } loom_task;
@@ -238,5 +239,6 @@ int loom__open_task(lua_State *L);
 
 /* Private keys in the registry. */
 extern const char loom__errors_key;   /* table of error classes */
+extern const char loom__rootctx_key;  /* context outside any task */
 
 #endif

@@ -179,6 +179,56 @@ static int body (lua_State *co) {
 ** Makes a task running the function at fidx with the nargs values after
 ** it, schedules its first step and pushes it. [-0, +1, m]
 */
+const char loom__rootctx_key = 'c';
+
+/* Pushes a shallow copy of the table at idx. [-0, +1, m] */
+static void copytable (lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  lua_newtable(L);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+}
+
+/*
+** The new task at idx starts with a copy of the context of the task that
+** creates it (the running task of its loop), or of the root context when
+** no task runs, as asyncio's tasks copy the current context.
+*/
+static void inherit_context (lua_State *L, loom_loop *loop, loom_task *t,
+                             int idx) {
+  loom_task *parent = loop->running ? loop->current : NULL;
+  int top = lua_gettop(L);
+  idx = lua_absindex(L, idx);
+  if (parent != NULL) {
+    if (!parent->hasctx || parent->wslot == 0)
+      return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, loop->self_ref);
+    lua_getiuservalue(L, -1, LOOM_LUV_TASKS);
+    lua_rawgeti(L, -1, parent->wslot);
+    lua_getiuservalue(L, -1, LOOM_FUV_EXTRA);
+    lua_getfield(L, -1, "context");
+  }
+  else if (lua_rawgetp(L, LUA_REGISTRYINDEX, &loom__rootctx_key) != LUA_TTABLE
+           || (lua_pushnil(L), lua_next(L, -2) == 0)) {
+    lua_settop(L, top);  /* no root context, or an empty one */
+    return;
+  }
+  else
+    lua_settop(L, top + 1);
+  if (lua_istable(L, -1)) {
+    copytable(L, -1);
+    loom__extra(L, idx);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "context");
+    t->hasctx = 1;
+  }
+  lua_settop(L, top);
+}
+
 int loom__task_new (lua_State *L, loom_loop *loop, int loopidx, int fidx,
                     int nargs) {
   loom_task *t;
@@ -202,6 +252,7 @@ int loom__task_new (lua_State *L, loom_loop *loop, int loopidx, int fidx,
   lua_xmove(L, co, nargs + 3);
   t->co = co;
   tasks_add(L, loop, loopidx, t, -1);
+  inherit_context(L, loop, t, -1);
   loom__ready_push(L, loop, loopidx, -1);
   t->id = ++loop->taskids;
   if (t->id == 0)
@@ -711,6 +762,35 @@ static int core_task_traceback (lua_State *L) {
   return 1;
 }
 
+/*
+** _context(task [, create]): the task's context table (made when create
+** is true and it has none), or nil. _context(nil, root) sets the root
+** context, the one used outside tasks.
+*/
+static int core_context (lua_State *L) {
+  loom_task *t;
+  if (lua_isnil(L, 1)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &loom__rootctx_key);
+    return 0;
+  }
+  t = checktask(L, 1);
+  if (t->hasctx) {
+    lua_getiuservalue(L, 1, LOOM_FUV_EXTRA);
+    lua_getfield(L, -1, "context");
+    return 1;
+  }
+  if (!lua_toboolean(L, 2))
+    return 0;
+  loom__extra(L, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "context");
+  t->hasctx = 1;
+  return 1;
+}
+
 /* _set_errors(classes): the error classes the core raises. */
 static int core_set_errors (lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -746,6 +826,7 @@ static const luaL_Reg task_functions[] = {
   {"all_tasks", core_all_tasks},
   {"_task_traceback", core_task_traceback},
   {"_set_errors", core_set_errors},
+  {"_context", core_context},
   {NULL, NULL}
 };
 

@@ -24,7 +24,7 @@ pending("processes", [[loop.subprocess_exec loop.subprocess_shell
   PIPE DEVNULL STDOUT fs thread channel ThreadPoolExecutor to_thread]])
 pending("structure", [[gather wait wait_for timeout timeout_at shield
   as_completed task_group TaskGroup Lock Event Condition Semaphore
-  BoundedSemaphore Barrier Queue PriorityQueue LifoQueue ContextVar]])
+  BoundedSemaphore Barrier Queue PriorityQueue LifoQueue]])
 pending("introspection", [[task.get_stack task.print_stack task_tree
   print_tasks trace]])
 pending("tls", [[tls]])

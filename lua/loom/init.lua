@@ -82,6 +82,15 @@ function loom.Future(loop)
   return (loop or core.get_running_loop()):create_future()
 end
 
+-- The composition layer: each module returns a table of public names.
+for _, name in ipairs { "loom.context", "loom.sync", "loom.queues",
+                        "loom.combinators" } do
+  for k, v in pairs(require(name)) do
+    assert(loom[k] == nil, name .. " redefines loom." .. k)
+    loom[k] = v
+  end
+end
+
 
 ---------------------------------------------------------------- Lua-side loop methods
 

@@ -1,0 +1,3 @@
+-- loom.combinators
+local M = {}
+return M

@@ -1,0 +1,3 @@
+-- loom.queues
+local M = {}
+return M

@@ -1,0 +1,3 @@
+-- loom.sync
+local M = {}
+return M
