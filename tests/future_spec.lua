@@ -8,29 +8,7 @@ local H = require "helper"
 local loom = require "loom"
 H.setup()
 
--- Runs the loop for one more iteration than what is queued now needs: a
--- sleep(0) task is stepped once, then once more, then done.
-local function spin(loop, n)
-  loop:run_until_complete(function()
-    for _ = 1, n or 1 do loom.sleep(0) end
-  end)
-end
-
--- Contexts of the handler whose message is msg.
-local function reports(got, msg)
-  local r = {}
-  for _, ctx in ipairs(got) do
-    if ctx.message == msg then r[#r + 1] = ctx end
-  end
-  return r
-end
-
--- The error value raised by fn(...), which must raise.
-local function raised(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  return e
-end
+local reports, raised, spin = H.reports, H.raised, H.spin
 
 describe("Future", function()
 

@@ -8,24 +8,7 @@ local H = require "helper"
 local loom = require "loom"
 H.setup()
 
--- The error a call raises (fails when it does not raise).
-local function errof(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  return err
-end
-
--- Asserts that string s contains needle (plain).
-local function contains(needle, s)
-  assert(type(s) == "string", ("expected a string containing %q, got %s")
-    :format(needle, tostring(s)))
-  assert(s:find(needle, 1, true), ("expected %q in %q"):format(needle, s))
-end
-
--- The line where function fn is defined.
-local function line(fn)
-  return debug.getinfo(fn, "S").linedefined
-end
+local errof, contains, line = H.raised, H.contains, H.line
 
 -- Runs the loop until what is scheduled now and what that schedules are
 -- done: stops from a timer far in the (virtual) future.
@@ -33,7 +16,6 @@ local function drain(loop)
   loop:call_later(1e6, function() loop:stop() end)
   loop:run_forever()
 end
-
 
 describe("call_soon", function()
   it("runs callbacks in FIFO order", function()
@@ -152,7 +134,6 @@ describe("call_soon", function()
   end)
 end)
 
-
 describe("Handle:cancel", function()
   it("before it runs: the callback never runs", function()
     local loop = H.loop()
@@ -234,7 +215,6 @@ describe("Handle:cancel", function()
   end)
 end)
 
-
 describe("tostring", function()
   it("names the kind and where the callback is defined", function()
     local loop = H.loop()
@@ -266,7 +246,6 @@ describe("tostring", function()
     loop:close()
   end)
 end)
-
 
 describe("bad input", function()
   it("a callback that is not callable", function()

@@ -69,6 +69,58 @@ function H.tracer()
   return trace, function(s) trace[#trace + 1] = s end
 end
 
+-- The error value fn(...) raises; fails when it does not raise.
+function H.raised(fn, ...)
+  local ok, e = pcall(fn, ...)
+  assert(not ok, "expected an error")
+  return e
+end
+
+-- Asserts that string s contains needle (plain).
+function H.contains(needle, s)
+  assert(type(s) == "string", ("expected a string containing %q, got %s")
+    :format(needle, tostring(s)))
+  assert(s:find(needle, 1, true), ("expected %q in %q"):format(needle, s))
+end
+
+-- The line where function fn is defined.
+function H.line(fn)
+  return debug.getinfo(fn, "S").linedefined
+end
+
+-- Runs fn with io.stderr replaced by a buffer; returns what was written.
+function H.capture_stderr(fn)
+  local buf, real = {}, io.stderr
+  io.stderr = {
+    write = function(self, ...)
+      for i = 1, select("#", ...) do buf[#buf + 1] = tostring((select(i, ...))) end
+      return self
+    end,
+    flush = function(self) return self end,
+  }
+  local ok, err = pcall(fn)
+  io.stderr = real
+  if not ok then error(err, 0) end
+  return table.concat(buf)
+end
+
+-- The contexts in got (from H.capture) whose message is msg.
+function H.reports(got, msg)
+  local r = {}
+  for _, ctx in ipairs(got) do
+    if ctx.message == msg then r[#r + 1] = ctx end
+  end
+  return r
+end
+
+-- Runs the loop until n (default 1) sleep(0) steps of a helper task are
+-- done.
+function H.spin(loop, n)
+  loop:run_until_complete(function()
+    for _ = 1, n or 1 do loom.sleep(0) end
+  end)
+end
+
 local baseline
 
 function H.setup()

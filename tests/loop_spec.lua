@@ -12,40 +12,7 @@ local H = require "helper"
 local loom = require "loom"
 H.setup()
 
--- The error a call raises (fails when it does not raise).
-local function errof(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  return err
-end
-
--- Asserts that string s contains needle (plain).
-local function contains(needle, s)
-  assert(type(s) == "string", ("expected a string containing %q, got %s")
-    :format(needle, tostring(s)))
-  assert(s:find(needle, 1, true), ("expected %q in %q"):format(needle, s))
-end
-
--- Runs fn with io.stderr replaced by a buffer; returns what was written.
-local function capture_stderr(fn)
-  local buf, real = {}, io.stderr
-  io.stderr = {
-    write = function(self, ...)
-      for i = 1, select("#", ...) do buf[#buf + 1] = tostring((select(i, ...))) end
-      return self
-    end,
-    flush = function(self) return self end,
-  }
-  local ok, err = pcall(fn)
-  io.stderr = real
-  if not ok then error(err, 0) end
-  return table.concat(buf)
-end
-
--- The line where function fn is defined.
-local function line(fn)
-  return debug.getinfo(fn, "S").linedefined
-end
+local errof, contains, line, capture_stderr = H.raised, H.contains, H.line, H.capture_stderr
 
 -- A real-time loop used only as a wall clock.
 local function wall()
@@ -76,7 +43,6 @@ local function child(code)
   return out
 end
 
-
 describe("new_event_loop", function()
   it("makes a new, idle, open loop each time", function()
     local a, b = H.loop(), H.loop()
@@ -104,7 +70,6 @@ describe("new_event_loop", function()
     assert.is_false(H.loop():get_debug())
   end)
 end)
-
 
 describe("current and running loop", function()
   after_each(function() loom.set_event_loop(nil) end)
@@ -160,7 +125,6 @@ describe("current and running loop", function()
     contains("bad argument #1 to 'set_event_loop'", errof(loom.set_event_loop, {}))
   end)
 end)
-
 
 describe("run_forever and stop", function()
   it("stop from a callback finishes the current iteration only", function()
@@ -245,7 +209,6 @@ describe("run_forever and stop", function()
   end)
 end)
 
-
 describe("run_until_complete", function()
   it("runs a future to completion and returns all its results", function()
     local loop = H.loop()
@@ -322,7 +285,6 @@ describe("run_until_complete", function()
   end)
 end)
 
-
 describe("close", function()
   it("is idempotent", function()
     local loop = H.loop()
@@ -376,7 +338,6 @@ describe("close", function()
   end)
 end)
 
-
 describe("nested loops", function()
   it("running the running loop again is an error and does not break it", function()
     -- asyncio: RuntimeError('This event loop is already running')
@@ -424,7 +385,6 @@ describe("nested loops", function()
     contains("cannot run the event loop while another loop is running", err)
   end)
 end)
-
 
 describe("time", function()
   it("is monotonic on a real-time loop", function()
@@ -482,7 +442,6 @@ describe("time", function()
   end)
 end)
 
-
 describe("virtual-time deadlock", function()
   it("run_forever with nothing to do raises a clear error instead of hanging", function()
     local loop = H.loop()
@@ -513,7 +472,6 @@ describe("virtual-time deadlock", function()
     contains("deadlock", errof(loop.run_forever, loop))
   end)
 end)
-
 
 describe("exception handler", function()
   it("set/get", function()
@@ -700,7 +658,6 @@ describe("exception handler", function()
   end)
 end)
 
-
 describe("debug mode", function()
   it("set_debug / get_debug", function()
     local loop = H.loop()
@@ -751,7 +708,6 @@ describe("debug mode", function()
   end)
 end)
 
-
 describe("task factory", function()
   -- Makes tasks with the factory off, so it does not call itself.
   local function plain_task(loop, factory, fn, ...)
@@ -795,7 +751,6 @@ describe("task factory", function()
     assert.are.same({ n = 3, loop, body, "x" }, calls[3])
   end)
 end)
-
 
 describe("loom.run", function()
   after_each(function() loom.set_event_loop(nil) end)
@@ -861,7 +816,6 @@ describe("loom.run", function()
     contains("bad argument #1 to 'run' (function expected, got number)", errof(loom.run, 5))
   end)
 end)
-
 
 describe("loops and the GC", function()
   it("a dropped loop with pending callbacks and timers is collected without a crash", function()

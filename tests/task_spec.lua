@@ -9,29 +9,9 @@ local H = require "helper"
 local loom = require "loom"
 H.setup()
 
+local reports, raised, spin = H.reports, H.raised, H.spin
+
 local core = loom._core
-
--- Runs the loop until n more sleep(0) steps of a helper task are done.
-local function spin(loop, n)
-  loop:run_until_complete(function()
-    for _ = 1, n or 1 do loom.sleep(0) end
-  end)
-end
-
--- The error value raised by fn(...), which must raise.
-local function raised(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  return e
-end
-
-local function reports(got, msg)
-  local r = {}
-  for _, ctx in ipairs(got) do
-    if ctx.message == msg then r[#r + 1] = ctx end
-  end
-  return r
-end
 
 -- A to-be-closed value that calls fn(err) when closed.
 local function closer(fn)

@@ -13,26 +13,13 @@ local H = require "helper"
 local loom = require "loom"
 H.setup()
 
--- The error a call raises (fails when it does not raise).
-local function errof(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  return err
-end
-
--- Asserts that string s contains needle (plain).
-local function contains(needle, s)
-  assert(type(s) == "string", ("expected a string containing %q, got %s")
-    :format(needle, tostring(s)))
-  assert(s:find(needle, 1, true), ("expected %q in %q"):format(needle, s))
-end
+local errof, contains = H.raised, H.contains
 
 -- Runs the loop until virtual time 'at' (default far away), then stops.
 local function run_until(loop, at)
   loop:call_at(at or 1e9, function() loop:stop() end)
   loop:run_forever()
 end
-
 
 describe("timer order", function()
   it("fires by deadline, not by scheduling order", function()
@@ -103,7 +90,6 @@ describe("timer order", function()
     assert.are.same({ "one", "three", "ten", "twenty" }, trace)
   end)
 end)
-
 
 describe("timers and call_soon", function()
   it("due timers go after the callbacks already ready", function()
@@ -188,7 +174,6 @@ describe("timers and call_soon", function()
   end)
 end)
 
-
 describe("virtual clock", function()
   it("does not advance while callbacks are ready", function()
     local loop = H.loop()
@@ -218,7 +203,6 @@ describe("virtual clock", function()
   end)
 end)
 
-
 describe("TimerHandle", function()
   it("when() is the absolute deadline", function()
     local loop = H.loop()
@@ -242,7 +226,6 @@ describe("TimerHandle", function()
     assert.matches(" cancelled>$", tostring(h))
   end)
 end)
-
 
 describe("cancel", function()
   it("a cancelled timer never runs", function()
@@ -357,7 +340,6 @@ describe("cancel", function()
   end)
 end)
 
-
 describe("bad delays", function()
   it("call_later: negative and NaN delays are clear errors", function()
     local loop = H.loop()
@@ -411,7 +393,6 @@ describe("bad delays", function()
   end)
 end)
 
-
 describe("infinite delays", function()
   it("a math.huge delay never fires and the loop still stops", function()
     local loop = H.loop()
@@ -455,7 +436,6 @@ describe("infinite delays", function()
   end)
 end)
 
-
 describe("loom.sleep", function()
   it("returns its extra arguments", function()
     local loop = H.loop()
@@ -480,7 +460,6 @@ describe("loom.sleep", function()
     assert.are.same({ "sleep1", "timer1.5", "sleep2", "sleep3" }, trace)
   end)
 end)
-
 
 describe("real clock", function()
   it("call_later(0.02) fires after at least 0.02 s of loop:time()", function()
@@ -533,7 +512,6 @@ describe("real clock", function()
     assert.is_true(elapsed >= 0.01, "slept " .. elapsed)
   end)
 end)
-
 
 describe("many timers", function()
   it("100000 timers in virtual time all fire in (deadline, scheduling) order", function()
