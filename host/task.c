@@ -415,9 +415,11 @@ void loom__task_step (lua_State *L, loom_task *t, int idx) {
       t->waiter = fut;
       yielded(t) = YIELD_AWAIT;
       loom__future_add_callback(L, fut, -1, idx, 1);
-      if (t->must_cancel) {
+      if (t->must_cancel) {  /* cancel() came while the task ran */
+        int futidx = lua_gettop(L);
         push_cancel_message(L, idx);
-        if (cancel_waiter(L, lua_gettop(L)))
+        lua_pushvalue(L, futidx);  /* cancel_waiter takes it from the top */
+        if (cancel_waiter(L, futidx + 1))
           t->must_cancel = 0;
       }
     }

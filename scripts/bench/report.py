@@ -10,6 +10,9 @@ Cells: median over repetitions, "±x%" = half the min-max range relative to
 the median (only with more than one repetition). Memory per sleeping task is
 (median peak RSS of the N-task sleep run - median of the 1-task run) / N,
 as in ../shared/bench/peers/report.py.
+
+queue, lock and gather (scripts/bench/<w>.lua against scripts/bench/py/<w>.py)
+are measured for loom, asyncio and uvloop only, and have their own section.
 """
 import csv
 import os
@@ -158,6 +161,32 @@ def main():
           + (" = " + ", ".join(parts) if parts else ""))
     p("")
 
+    # ------------------------------------------------ queue, lock, gather
+    # Programs of this repository (scripts/bench/py/) for asyncio and uvloop
+    # only: the peers' directory has none for these workloads.
+    own = [
+        ("queue (1 producer, 1 consumer, Queue(100), get + task_done)", "queue", "items/s"),
+        ("lock (100 tasks: acquire, counter += 1, release, sleep(0))", "lock", "acquisitions/s"),
+        ("gather (gather over N_GATHER tasks each doing sleep(0), GATHER_REPS times; "
+         "N = tasks gathered in all)", "gather", "tasks/s"),
+    ]
+    if any(k[0] in ("queue", "lock", "gather") for k in vals):
+        p("## Queue, lock, gather (loom, asyncio, uvloop)\n")
+        p("loom's median rate and loom rate / peer rate (above 1 = loom faster).\n")
+        for label, w, unit in own:
+            lv = med(w, "loom", "ops_per_sec")
+            pv = {q: med(w, q, "ops_per_sec") for q in ("asyncio", "uvloop")}
+            if lv is None and not any(v is not None for v in pv.values()):
+                continue
+            if lv is None:
+                p(f"- **{label}**: loom not measured (failed?)")
+                continue
+            parts = [f"{rx(lv / v)} {q}" for q, v in pv.items() if v and lv > 0]
+            p(f"- **{label}** (N={big_n(w, 'loom')}): loom {si(lv).strip()} {unit}"
+              f"{spread(series(w, 'loom', 'ops_per_sec'))}"
+              + (" = " + ", ".join(parts) if parts else ""))
+        p("")
+
     # ------------------------------------------------ medians table
     cols = [q for q in ALL if any(k[1] == q for k in vals)]
     rows = [
@@ -172,6 +201,9 @@ def main():
         ("sleepers: peak RSS per task (minus a 1-task run)", None, None, None),
         ("ping-pong (one-way passes/s)", "pingpong", "ops_per_sec", si),
         ("ping-pong: peak RSS", "pingpong", "peak_rss_kb", mib),
+        ("queue: producer-consumer, Queue(100) (items/s)", "queue", "ops_per_sec", si),
+        ("lock: 100 tasks acquire/release + sleep(0) (acquisitions/s)", "lock", "ops_per_sec", si),
+        ("gather: N_GATHER tasks per gather x GATHER_REPS (tasks/s)", "gather", "ops_per_sec", si),
     ]
     table = []
     for label, w, fld, fmt in rows:
@@ -221,6 +253,9 @@ def main():
         ("ping-pong >= 5x uvloop", rate_ratio("pingpong", "uvloop"), ">=", 5),
         ("ping-pong >= 0.8x lua-coro", rate_ratio("pingpong", "lua-coro"), ">=", 0.8),
         ("memory per sleeping task <= 0.8x asyncio", task_mem_ratio("asyncio"), "<=", 0.8),
+        ("queue >= 3x uvloop", rate_ratio("queue", "uvloop"), ">=", 3),
+        ("lock >= 3x uvloop", rate_ratio("lock", "uvloop"), ">=", 3),
+        ("gather >= 3x uvloop", rate_ratio("gather", "uvloop"), ">=", 3),
     ]
     p("## Targets\n")
     p("| target | measured | |")

@@ -16,16 +16,22 @@
 #   table.md       the report (scripts/bench/report.py raw.tsv env.txt)
 # and copies table.md to build/bench/latest.md.
 #
-# usage: scripts/bench/run.sh [workload ...]   (callbacks timers tasks pingpong)
+# usage: scripts/bench/run.sh [workload ...]
+#   (callbacks timers tasks pingpong queue lock gather; default all, in that order)
+# queue, lock and gather have no program in the peers' directory: they run
+# loom (scripts/bench/<w>.lua) against asyncio and uvloop only, with the
+# Python programs in scripts/bench/py/<w>.py (`python3 <w>.py N PEER [extra]`).
 # knobs (environment), as in the peers' run.sh:
 #   REPS=3 N_CB=1000000 N_TIMERS=1000000 N_TASKS=1000000 N_SLEEPERS=100000
-#   N_PINGPONG=1000000 MICRO_CPU=0 (empty = not pinned) TIMEOUT=300 (s per program)
+#   N_PINGPONG=1000000 N_QUEUE=1000000 (items through a Queue(100))
+#   N_LOCK=1000000 (acquisitions by 100 tasks) N_GATHER=10000 (tasks per gather)
+#   GATHER_REPS=20 (gathers) MICRO_CPU=0 (empty = not pinned) TIMEOUT=300 (s per program)
 #   PEERS="asyncio uvloop luv cqueues lua-coro node libuv-c" (subset to run;
 #   PEERS=none runs loom alone)   NO_INSTALL=1 (never apt-get missing peers)
 #   PEERS_DIR=<repo>/../shared/bench/peers  PY=/usr/bin/python3 LUA=lua5.4 NODE=node
 # quick run:
 #   REPS=1 N_CB=100000 N_TIMERS=100000 N_TASKS=100000 N_SLEEPERS=10000 \
-#     N_PINGPONG=100000 scripts/bench/run.sh
+#     N_PINGPONG=100000 N_QUEUE=100000 N_LOCK=100000 GATHER_REPS=2 scripts/bench/run.sh
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 1
@@ -36,6 +42,10 @@ N_TIMERS=${N_TIMERS:-1000000}
 N_TASKS=${N_TASKS:-1000000}
 N_SLEEPERS=${N_SLEEPERS:-100000}
 N_PINGPONG=${N_PINGPONG:-1000000}
+N_QUEUE=${N_QUEUE:-1000000}
+N_LOCK=${N_LOCK:-1000000}
+N_GATHER=${N_GATHER:-10000}
+GATHER_REPS=${GATHER_REPS:-20}
 MICRO_CPU=${MICRO_CPU-0}
 TIMEOUT=${TIMEOUT:-300}
 PY=${PY:-/usr/bin/python3}     # Debian's python3 (the one with python3-uvloop)
@@ -44,13 +54,14 @@ NODE=${NODE:-node}
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench/peers}
 PEERS=${PEERS:-asyncio uvloop luv cqueues lua-coro node libuv-c}
 [ "$PEERS" = none ] && PEERS=
-WORKLOADS=${*:-callbacks timers tasks pingpong}
+ASKED_PEERS=$PEERS             # before any is dropped (for scripts/bench/py)
+WORKLOADS=${*:-callbacks timers tasks pingpong queue lock gather}
 LOOM=$ROOT/build/bin/loom
 BENCH=$ROOT/scripts/bench
 
 for w in $WORKLOADS; do
-  case $w in callbacks|timers|tasks|pingpong) ;;
-    *) echo "unknown workload '$w' (callbacks timers tasks pingpong)" >&2; exit 2 ;;
+  case $w in callbacks|timers|tasks|pingpong|queue|lock|gather) ;;
+    *) echo "unknown workload '$w' (callbacks timers tasks pingpong queue lock gather)" >&2; exit 2 ;;
   esac
 done
 
@@ -123,6 +134,18 @@ if has_peer libuv-c; then
   done
 fi
 
+# asyncio and uvloop for the programs in scripts/bench/py/ (queue lock
+# gather), which do not need the peers' directory.
+declare -A PYOK
+for q in asyncio uvloop; do
+  case " $ASKED_PEERS " in *" $q "*) ;; *) continue ;; esac
+  if [ -n "${OK[$q]:-}" ] || "$PY" -c "import $q" >/dev/null 2>&1; then
+    PYOK[$q]=1
+  elif [ -z "$PEERS" ]; then   # otherwise check() has noted it already
+    note "peer $q skipped for queue/lock/gather: $PY cannot import $q"
+  fi
+done
+
 TIME=
 if [ -x /usr/bin/time ]; then TIME="/usr/bin/time"; else note "no /usr/bin/time (package time): no peak RSS"; fi
 PIN=
@@ -139,12 +162,12 @@ fi
   echo "hypervisor: $(lscpu 2>/dev/null | awk -F: '/Hypervisor vendor/{gsub(/ /,"",$2); print $2}')"
   echo "memory: $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
   echo "loom: $("$LOOM" -v 2>&1 | head -1) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD -- host lua 2>/dev/null || echo ', host/ or lua/ modified'))"
-  [ -n "${OK[asyncio]:-}" ] && echo "python: $($PY -V 2>&1)$([ -n "${OK[uvloop]:-}" ] && echo "; uvloop $($PY -c 'import uvloop; print(uvloop.__version__)')")"
+  [ -n "${PYOK[asyncio]:-}" ] && echo "python: $($PY -V 2>&1)$([ -n "${PYOK[uvloop]:-}" ] && echo "; uvloop $($PY -c 'import uvloop; print(uvloop.__version__)')")"
   command -v "$LUA" >/dev/null && echo "lua: $($LUA -v 2>&1)$([ -n "${OK[luv]:-}" ] && echo "; luv $($LUA -e 'print(require"luv".version_string())')")$([ -n "${OK[cqueues]:-}" ] && echo "; cqueues $($LUA -e 'print(require"cqueues".VERSION)')")"
   [ -n "${OK[node]:-}" ] && echo "node: $($NODE -v)"
   echo "libuv: $(pkg-config --modversion libuv 2>/dev/null); gcc: $(gcc -dumpfullversion 2>/dev/null)"
   echo "peers run: $(for q in $PEERS; do [ -n "${OK[$q]:-}" ] && printf '%s ' "$q"; done)"
-  echo "knobs: REPS=$REPS N_CB=$N_CB N_TIMERS=$N_TIMERS N_TASKS=$N_TASKS N_SLEEPERS=$N_SLEEPERS N_PINGPONG=$N_PINGPONG MICRO_CPU=$MICRO_CPU TIMEOUT=$TIMEOUT"
+  echo "knobs: REPS=$REPS N_CB=$N_CB N_TIMERS=$N_TIMERS N_TASKS=$N_TASKS N_SLEEPERS=$N_SLEEPERS N_PINGPONG=$N_PINGPONG N_QUEUE=$N_QUEUE N_LOCK=$N_LOCK N_GATHER=$N_GATHER GATHER_REPS=$GATHER_REPS MICRO_CPU=$MICRO_CPU TIMEOUT=$TIMEOUT"
 } >"$OUT/env.txt"
 cat "$OUT/env.txt"
 
@@ -200,6 +223,18 @@ micro() {
   return 0
 }
 
+# own REP W N [EXTRA]: loom's scripts/bench/W.lua, then asyncio and uvloop
+# running scripts/bench/py/W.py (workloads the peers' directory lacks).
+own() {
+  local rep=$1 w=$2 n=$3 extra=${4:-}
+  run_one "$rep" "loom/$w" "$LOOM" --plain "$BENCH/$w.lua" "$n" $extra
+  local q
+  for q in asyncio uvloop; do
+    [ -n "${PYOK[$q]:-}" ] && run_one "$rep" "$q/$w" "$PY" "$BENCH/py/$w.py" "$n" "$q" $extra
+  done
+  return 0
+}
+
 START=$(date +%s)
 for rep in $(seq 1 "$REPS"); do
   echo "== repetition $rep/$REPS ($(($(date +%s) - START)) s elapsed)"
@@ -211,6 +246,9 @@ for rep in $(seq 1 "$REPS"); do
                  micro "$rep" tasks "$N_SLEEPERS" 1     # RSS per sleeping task:
                  micro "$rep" tasks 1 1 ;;              # minus this 1-task baseline
       pingpong)  micro "$rep" pingpong "$N_PINGPONG" ;;
+      queue)     own "$rep" queue "$N_QUEUE" ;;
+      lock)      own "$rep" lock "$N_LOCK" ;;
+      gather)    own "$rep" gather "$N_GATHER" "$GATHER_REPS" ;;  # prints N_GATHER*GATHER_REPS
     esac
   done
 done
