@@ -179,7 +179,7 @@ void loom__future_schedule (lua_State *L, loom_future *f, int idx) {
 ** so it runs after whatever is already queued.
 */
 void loom__future_add_callback (lua_State *L, loom_future *f, int idx,
-                                int cbidx, int istask) {
+                                int cbidx, int kind) {
   idx = lua_absindex(L, idx);
   cbidx = lua_absindex(L, cbidx);
   if (f->state != LOOM_PENDING) {
@@ -194,8 +194,10 @@ void loom__future_add_callback (lua_State *L, loom_future *f, int idx,
   if (lua_getiuservalue(L, idx, LOOM_FUV_CALLBACKS) == LUA_TNIL) {
     lua_pushvalue(L, cbidx);
     lua_setiuservalue(L, idx, LOOM_FUV_CALLBACKS);
-    if (istask)
+    if (kind == LOOM_CBTASK)
       f->fflags |= LOOM_FTASKCB;
+    else if (kind == LOOM_CBGATHER)
+      f->fflags |= LOOM_FGATHERCB;
   }
   else if (f->fflags & LOOM_FMANYCB) {
     lua_pushvalue(L, cbidx);
@@ -210,21 +212,31 @@ void loom__future_add_callback (lua_State *L, loom_future *f, int idx,
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, idx, LOOM_FUV_CALLBACKS);
     f->fflags |= LOOM_FMANYCB;
-    f->fflags &= (uint8_t)~LOOM_FTASKCB;
+    f->fflags &= (uint8_t)~(LOOM_FTASKCB | LOOM_FGATHERCB);
   }
   lua_pop(L, 1);
 }
 
-/* Calls one done callback (at cbidx) of the future at idx; istask says
-** that it is a task to wake (1), not one (0) or not known (-1). */
+/* Calls one done callback (at cbidx) of the future at idx; kind is a
+** LOOM_CB* value, or -1 when not known. */
 static void call_one (lua_State *L, loom_future *f, int idx, int cbidx,
-                      int istask) {
+                      int kind) {
   int base;
-  if (istask < 0)
-    istask = lua_type(L, cbidx) == LUA_TUSERDATA
-             && loom__totask(L, cbidx) != NULL;
-  if (istask) {
+  if (kind < 0) {
+    kind = LOOM_CBLUA;
+    if (lua_type(L, cbidx) == LUA_TUSERDATA) {
+      if (loom__totask(L, cbidx) != NULL)
+        kind = LOOM_CBTASK;
+      else if (loom__testud(L, cbidx, LOOM_TGATHER) != NULL)
+        kind = LOOM_CBGATHER;
+    }
+  }
+  if (kind == LOOM_CBTASK) {
     loom__task_wakeup(L, (loom_task *)lua_touserdata(L, cbidx), cbidx);
+    return;
+  }
+  if (kind == LOOM_CBGATHER) {
+    loom__gather_done(L, cbidx, f, idx);
     return;
   }
   base = lua_gettop(L);
@@ -262,14 +274,16 @@ static void call_one (lua_State *L, loom_future *f, int idx, int cbidx,
 */
 void loom__future_run_callbacks (lua_State *L, loom_future *f, int idx) {
   int many = f->fflags & LOOM_FMANYCB;
-  int istask = (f->fflags & LOOM_FTASKCB) != 0;
-  f->fflags &= (uint8_t)~(LOOM_FSCHEDULED | LOOM_FMANYCB | LOOM_FTASKCB);
+  int kind = (f->fflags & LOOM_FTASKCB) ? LOOM_CBTASK
+             : (f->fflags & LOOM_FGATHERCB) ? LOOM_CBGATHER : LOOM_CBLUA;
+  f->fflags &= (uint8_t)~(LOOM_FSCHEDULED | LOOM_FMANYCB | LOOM_FTASKCB
+                          | LOOM_FGATHERCB);
   lua_getiuservalue(L, idx, LOOM_FUV_CALLBACKS);
   lua_pushnil(L);
   lua_setiuservalue(L, idx, LOOM_FUV_CALLBACKS);
   if (!many) {
     if (!lua_isnil(L, -1))
-      call_one(L, f, idx, lua_gettop(L), istask);
+      call_one(L, f, idx, lua_gettop(L), kind);
   }
   else {
     lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
@@ -336,6 +350,34 @@ int loom__future_push_results (lua_State *L, loom_future *f, int idx) {
       lua_rawgeti(L, t, i);
     lua_remove(L, t);
     return n;
+  }
+}
+
+/*
+** Pushes the first result of the finished future at idx (nil when it has
+** none). [-0, +1, -]
+*/
+void loom__push_first_result (lua_State *L, loom_future *f, int idx) {
+  lua_getiuservalue(L, idx, LOOM_FUV_VALUE);
+  if (f->nres == 0)
+    lua_pushnil(L);
+  else if (f->nres > 1)
+    lua_rawgeti(L, -1, 1);
+  else
+    return;
+  lua_remove(L, -2);
+}
+
+/*
+** Pushes the CancelledError of the cancelled future at idx: the one a
+** task ended with, or a new one with a future's cancel message.
+** [-0, +1, m]
+*/
+void loom__push_cancelled_of (lua_State *L, loom_future *f, int idx) {
+  lua_getiuservalue(L, idx, LOOM_FUV_VALUE);
+  if (f->h.kind != LOOM_KTASK) {
+    loom__push_cancelled(L, lua_gettop(L));
+    lua_remove(L, -2);
   }
 }
 
@@ -452,7 +494,7 @@ static int future_add_done_callback (lua_State *L) {
   lua_settop(L, 2);
   if (f->loop->closed && f->state != LOOM_PENDING)
     return luaL_error(L, "add_done_callback: event loop is closed");
-  loom__future_add_callback(L, f, 1, 2, 0);
+  loom__future_add_callback(L, f, 1, 2, LOOM_CBLUA);
   return 0;
 }
 
@@ -474,7 +516,7 @@ int loom__future_remove_callback (lua_State *L, loom_future *f, int idx,
     if (!lua_isnil(L, list) && lua_rawequal(L, cbidx, list)) {
       lua_pushnil(L);
       lua_setiuservalue(L, idx, LOOM_FUV_CALLBACKS);
-      f->fflags &= (uint8_t)~LOOM_FTASKCB;
+      f->fflags &= (uint8_t)~(LOOM_FTASKCB | LOOM_FGATHERCB);
       removed = 1;
     }
   }
@@ -502,6 +544,14 @@ static int future_remove_done_callback (lua_State *L) {
   loom_future *f = loom__checkfuture(L, 1);
   luaL_checkany(L, 2);
   lua_pushinteger(L, loom__future_remove_callback(L, f, 1, 2));
+  return 1;
+}
+
+/* _future_loop(x): the loop of x when x is a future or task, else nil. */
+static int core_future_loop (lua_State *L) {
+  if (loom__tofuture(L, 1) == NULL)
+    return 0;
+  lua_getiuservalue(L, 1, LOOM_FUV_LOOP);
   return 1;
 }
 
@@ -579,6 +629,11 @@ static const luaL_Reg future_gc_metamethods[] = {
 ** and most futures never need one. set_exception moves a future to the
 ** twin with __gc, which reports an error nobody retrieved.
 */
+static const luaL_Reg future_functions[] = {
+  {"_future_loop", core_future_loop},
+  {NULL, NULL}
+};
+
 int loom__open_future (lua_State *L) {
   loom__newmt(L, LOOM_TFUTURE);
   loom__setfuncs(L, future_metamethods);
@@ -594,6 +649,7 @@ int loom__open_future (lua_State *L) {
   lua_pushliteral(L, LOOM_FUTURE_MT);
   lua_setfield(L, -2, "__name");
   lua_pop(L, 2);
+  loom__setfuncs(L, future_functions);  /* into the module table */
   return 0;
 }
 

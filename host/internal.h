@@ -22,6 +22,7 @@
 #define LOOM_TIMER_MT  "loom.TimerHandle"
 #define LOOM_FUTURE_MT "loom.Future"
 #define LOOM_TASK_MT   "loom.Task"
+#define LOOM_GATHER_MT "loom.Gathering"
 
 /*
 ** The core's types. Each metatable is kept in the registry under its name
@@ -29,7 +30,7 @@
 ** every core function, where type checks find it.
 */
 enum { LOOM_TLOOP, LOOM_THANDLE, LOOM_TTIMER, LOOM_TFUTURE, LOOM_TFUTUREGC,
-       LOOM_TTASK, LOOM_TCOUNT };
+       LOOM_TTASK, LOOM_TGATHER, LOOM_TCOUNT };
 
 /*
 ** Every object that can sit in the ready queue or the timer heap starts
@@ -63,6 +64,10 @@ enum { LOOM_PENDING = 0, LOOM_FINISHED, LOOM_CANCELLED };
 #define LOOM_FMANYCB     0x04u  /* callback slot holds a list table */
 #define LOOM_FSCHEDULED  0x08u  /* callbacks queued in the ready queue */
 #define LOOM_FTASKCB     0x10u  /* the one callback is a task to wake */
+#define LOOM_FGATHERCB   0x20u  /* the one callback is a gathering */
+
+/* Kinds of done callback (loom__future_add_callback). */
+enum { LOOM_CBLUA = 0, LOOM_CBTASK = 1, LOOM_CBGATHER = 2 };
 
 /*
 ** User values of a future (and of a task, which extends it).
@@ -220,7 +225,9 @@ void loom__future_run_callbacks(lua_State *L, loom_future *f, int idx);
 int loom__future_push_results(lua_State *L, loom_future *f, int idx);
 int loom__future_cancel(lua_State *L, loom_future *f, int idx, int msgidx);
 void loom__future_add_callback(lua_State *L, loom_future *f, int idx,
-                               int cbidx, int istask);
+                               int cbidx, int kind);
+void loom__push_first_result(lua_State *L, loom_future *f, int idx);
+void loom__push_cancelled_of(lua_State *L, loom_future *f, int idx);
 int loom__future_remove_callback(lua_State *L, loom_future *f, int idx,
                                  int cbidx);
 void loom__push_error(lua_State *L, const char *cls, const char *msg);
@@ -229,10 +236,15 @@ int loom__is_cancelled_error(lua_State *L, int idx);
 void loom__extra(lua_State *L, int idx);
 int loom__open_future(lua_State *L);
 
+/* gather.c */
+void loom__gather_done(lua_State *L, int gidx, loom_future *f, int fidx);
+int loom__open_gather(lua_State *L);
+
 /* task.c */
 loom_task *loom__totask(lua_State *L, int idx);
 void loom__task_step(lua_State *L, loom_task *t, int idx);
 void loom__task_wakeup(lua_State *L, loom_task *t, int idx);
+int loom__task_cancel(lua_State *L, loom_task *t, int idx, int msgidx);
 int loom__task_new(lua_State *L, loom_loop *loop, int loopidx, int fidx,
                    int nargs);
 int loom__open_task(lua_State *L);

@@ -771,7 +771,7 @@ static int loop_run_until_complete (lua_State *L) {
   lua_getiuservalue(L, 1, LOOM_FUV_LOOP);  /* 2: loop */
   lua_pushvalue(L, 2);
   lua_pushcclosure(L, stop_when_done, 1);  /* 3: callback */
-  loom__future_add_callback(L, f, 1, 3, 0);
+  loom__future_add_callback(L, f, 1, 3, LOOM_CBLUA);
   loom__pushcfunction(L, loop_run_forever);
   lua_pushvalue(L, 2);
   status = lua_pcall(L, 1, 0, 0);

@@ -414,7 +414,7 @@ void loom__task_step (lua_State *L, loom_task *t, int idx) {
       lua_xmove(co, L, 1);
       t->waiter = fut;
       yielded(t) = YIELD_AWAIT;
-      loom__future_add_callback(L, fut, -1, idx, 1);
+      loom__future_add_callback(L, fut, -1, idx, LOOM_CBTASK);
       if (t->must_cancel) {  /* cancel() came while the task ran */
         int futidx = lua_gettop(L);
         push_cancel_message(L, idx);
@@ -451,7 +451,7 @@ void loom__task_wakeup (lua_State *L, loom_task *t, int idx) {
 ** Requests cancellation of the task at idx with the message at msgidx;
 ** returns whether the task was pending.
 */
-static int task_cancel_impl (lua_State *L, loom_task *t, int idx, int msgidx) {
+int loom__task_cancel (lua_State *L, loom_task *t, int idx, int msgidx) {
   idx = lua_absindex(L, idx);
   msgidx = lua_absindex(L, msgidx);
   if (t->f.state != LOOM_PENDING)
@@ -486,7 +486,7 @@ static int task_cancel_impl (lua_State *L, loom_task *t, int idx, int msgidx) {
 static int cancel_waiter (lua_State *L, int msgidx) {
   loom_task *w = loom__totask(L, -1);
   if (w != NULL)
-    return task_cancel_impl(L, w, -1, msgidx);
+    return loom__task_cancel(L, w, -1, msgidx);
   return loom__future_cancel(L, (loom_future *)lua_touserdata(L, -1), -1,
                              msgidx);
 }
@@ -584,7 +584,7 @@ static int core_sleep (lua_State *L) {
 static int task_cancel (lua_State *L) {
   loom_task *t = checktask(L, 1);
   lua_settop(L, 2);
-  lua_pushboolean(L, task_cancel_impl(L, t, 1, 2));
+  lua_pushboolean(L, loom__task_cancel(L, t, 1, 2));
   return 1;
 }
 

@@ -90,9 +90,12 @@ end
 
 -- Checks that x is an awaitable of the loop (a future or task of it, or,
 -- when fnok, a function); item, when given, is its index in a list.
+local future_loop = core._future_loop
+
 local function checkaw(fname, n, item, x, loop, fnok, level)
-  if isfuture(x) then
-    if x:get_loop() ~= loop then
+  local xloop = future_loop(x)
+  if xloop ~= nil then
+    if xloop ~= loop then
       argerror(fname, n, (item and "item " .. item .. ": " or "")
         .. "the future belongs to a different event loop", level + 1)
     end
@@ -150,113 +153,49 @@ end
 
 -- Runs asyncio's gather over args[1..n] (checked awaitables) and awaits
 -- the gathering; returns the list of results (one per argument, first
--- value of each), or raises the first error.
+-- value of each, with .n), or raises the first error.
 --
--- One done callback serves every child. The state below is asyncio's
--- _GatheringFuture; the task waits on a plain future (the waiter) that
--- the callback completes. A task cancelled while it waits has its waiter
--- cancelled by the core: the loop below then does what
--- _GatheringFuture.cancel() does, cancelling the children, and waits on.
---
--- asyncio counts a future given twice once; here it simply gets the
--- callback twice and counts twice, which comes to the same without a set
--- of the children (only cancelling needs them unique).
+-- The counting is the core's (_gather): the gathering is the done
+-- callback of every child and completes a waiter future when the outcome
+-- is known. A task cancelled while it waits has its waiter cancelled by
+-- the core: the loop below then does what _GatheringFuture.cancel()
+-- does, cancelling the children, and waits on with a new waiter.
 local function gather_impl(loop, args, n, return_exceptions)
-  local futs = {}          -- futs[i]: the future of args[i]
-  local nfinished = 0
-  local finished, failure, results = false, nil, nil
-  local cancel_requested, cancel_msg = false, nil
-  local waiter
-  local done_futs, ndone = nil, 0
-
-  local function finish(e)
-    finished, failure = true, e
-    if waiter ~= nil then release(waiter) end
-  end
-
-  -- asyncio's _done_callback.
-  local function on_done(fut)
-    nfinished = nfinished + 1
-    if finished then
-      if not fut:cancelled() then fut:exception() end  -- mark it retrieved
-      return
-    end
-    if not return_exceptions then
-      if fut:cancelled() then return finish(cancelled_error(fut)) end
-      local e = fut:exception()
-      if e ~= nil then return finish(e) end
-    end
-    if nfinished == n then
-      local res = { n = n }
-      if return_exceptions then
-        for i = 1, n do
-          local f = futs[i]
-          if f:cancelled() then
-            res[i] = cancelled_error(f)
-          else
-            local e = f:exception()
-            if e ~= nil then res[i] = e else res[i] = (f:result()) end
-          end
-        end
-      else
-        for i = 1, n do res[i] = (futs[i]:result()) end
-      end
-      if cancel_requested then
-        -- the gathering was cancelled: that wins over return_exceptions
-        if fut:cancelled() then return finish(cancelled_error(fut)) end
-        return finish(CancelledError(cancel_msg))
-      end
-      results = res
-      finish(nil)
-    end
-  end
-
+  local futs = args
   for i = 1, n do
-    local a = args[i]
-    local fut = a
-    if type(a) == "function" then fut = loop:create_task(a) end
-    futs[i] = fut
-    if fut:done() then
-      ndone = ndone + 1
-      done_futs = done_futs or {}
-      done_futs[ndone] = fut
-    else
-      fut:add_done_callback(on_done)
+    if type(args[i]) == "function" then
+      if futs == args then futs = table.move(args, 1, n, 1, {}) end
+      futs[i] = loop:create_task(args[i])
     end
   end
-  for i = 1, ndone do on_done(done_futs[i]) end
-
-  local must_raise
+  local waiter = loop:create_future()
+  local g = core._gather(futs, n, return_exceptions, waiter)
+  local cancel_requested, cancel_msg, must_raise = false, nil, nil
+  local finished, failed, outcome = g:outcome()
   while not finished do
-    waiter = loop:create_future()
     local ok, e = pcall(await, waiter)
+    finished, failed, outcome = g:outcome()
     if not ok then
       if not waiter:cancelled() or finished then
         -- cancelled once the gathering was done (asyncio: the gathering
         -- future refuses the cancel, the task raises at its wakeup)
         error(e, 0)
       end
-      -- _GatheringFuture.cancel(msg): each child once
       local msg = CancelledError:is(e) and e.message or nil
-      local any, seen = false, {}
-      for i = 1, n do
-        local f = futs[i]
-        if not seen[f] then
-          seen[f] = true
-          if f:cancel(msg) then any = true end
-        end
-      end
-      if any then
+      if g:cancel_children(msg) then
         cancel_requested, cancel_msg = true, msg
       else
         must_raise = e
       end
+      waiter = loop:create_future()
+      g:set_waiter(waiter)
     end
   end
-  waiter = nil
   if must_raise ~= nil then error(must_raise, 0) end
-  if failure ~= nil then error(failure, 0) end
-  return results
+  if failed then error(outcome, 0) end
+  -- the gathering was cancelled: that wins over return_exceptions
+  if cancel_requested then error(CancelledError(cancel_msg), 0) end
+  return outcome
 end
 
 -- gather(aw, ..., [opts]) -> one value per awaitable;
