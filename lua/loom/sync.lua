@@ -195,12 +195,22 @@ local function finish(release, self, ok, ...)
 end
 
 
+-- The class of each primitive, by instance: method self-checks look here
+-- (one table read) rather than calling getmetatable.
+local classof = setmetatable({}, { __mode = "k" })
+
+local function make(t, cls)
+  classof[t] = cls
+  return setmetatable(t, cls)
+end
+
+
 ---------------------------------------------------------------- Lock
 
 local Lock, LockClass
 
 local function new_lock()
-  return setmetatable({ _locked = false, _n = 0, _head = false,
+  return make({ _locked = false, _n = 0, _head = false,
                         _tail = false, _loop = false }, Lock)
 end
 
@@ -243,32 +253,40 @@ end
 -- lock:acquire() -> true: suspends the running task until it holds the
 -- lock.
 function Lock:acquire()
-  if getmetatable(self) ~= Lock then badself("acquire", self, Lock) end
+  if classof[self] ~= Lock then badself("acquire", self, Lock) end
+  if not self._locked and self._n == 0 then  -- the free, uncontended case
+    self._locked = true
+    return true
+  end
   return lock_acquire(self, "acquire", 2)
 end
 
 -- lock:release(): frees the lock and wakes the first waiter; an error
 -- when the lock is not locked.
 function Lock:release()
-  if getmetatable(self) ~= Lock then badself("release", self, Lock) end
-  return lock_release(self, "release", 2)
+  if classof[self] ~= Lock then badself("release", self, Lock) end
+  if self._locked and not self._head then  -- nobody waits
+    self._locked = false
+    return
+  end
+  lock_release(self, "release", 3)
 end
 
 function Lock:locked()
-  if getmetatable(self) ~= Lock then badself("locked", self, Lock) end
+  if classof[self] ~= Lock then badself("locked", self, Lock) end
   return self._locked
 end
 
 -- local _ <close> = lock:hold(): acquires, and releases at scope exit.
 function Lock:hold()
-  if getmetatable(self) ~= Lock then badself("hold", self, Lock) end
+  if classof[self] ~= Lock then badself("hold", self, Lock) end
   lock_acquire(self, "hold", 3)
   return guard(self, lock_release)
 end
 
 -- lock:with(fn, ...): fn(...) while holding the lock; returns its results.
 function Lock:with(fn, ...)
-  if getmetatable(self) ~= Lock then badself("with", self, Lock) end
+  if classof[self] ~= Lock then badself("with", self, Lock) end
   if not callable(fn) then
     argerror(1, "with", "function expected, got " .. typename(fn))
   end
@@ -288,13 +306,13 @@ M.Lock = LockClass
 
 local Event, EventClass
 Event, EventClass = class("Event", function()
-  return setmetatable({ _value = false, _n = 0, _head = false,
+  return make({ _value = false, _n = 0, _head = false,
                         _tail = false, _loop = false }, Event)
 end)
 
 -- event:set(): sets the flag and wakes every waiter.
 function Event:set()
-  if getmetatable(self) ~= Event then badself("set", self, Event) end
+  if classof[self] ~= Event then badself("set", self, Event) end
   if not self._value then
     self._value = true
     wake(self, self._n, true)
@@ -303,19 +321,19 @@ end
 
 -- event:clear(): clears the flag; later wait() calls suspend again.
 function Event:clear()
-  if getmetatable(self) ~= Event then badself("clear", self, Event) end
+  if classof[self] ~= Event then badself("clear", self, Event) end
   self._value = false
 end
 
 function Event:is_set()
-  if getmetatable(self) ~= Event then badself("is_set", self, Event) end
+  if classof[self] ~= Event then badself("is_set", self, Event) end
   return self._value
 end
 
 -- event:wait() -> true: returns at once when the flag is set, else
 -- suspends the running task until set() is called.
 function Event:wait()
-  if getmetatable(self) ~= Event then badself("wait", self, Event) end
+  if classof[self] ~= Event then badself("wait", self, Event) end
   if self._value then return true end
   local _, ok, err = wait_in_line(self, "wait", 3)
   if not ok then error(err, 0) end
@@ -373,39 +391,39 @@ end
 Condition, ConditionClass = class("Condition", function(_, lock)
   if lock == nil then
     lock = new_lock()
-  elseif getmetatable(lock) ~= Lock then
+  elseif classof[lock] ~= Lock then
     error(format("bad argument #1 to 'Condition' (loom.Lock expected, got %s)",
       typename(lock)), 2)
   end
-  return setmetatable({ _lock = lock, _n = 0, _head = false, _tail = false,
+  return make({ _lock = lock, _n = 0, _head = false, _tail = false,
                         _loop = false }, Condition)
 end)
 
 function Condition:acquire()
-  if getmetatable(self) ~= Condition then badself("acquire", self, Condition) end
+  if classof[self] ~= Condition then badself("acquire", self, Condition) end
   return lock_acquire(self._lock, "acquire", 2)
 end
 
 function Condition:release()
-  if getmetatable(self) ~= Condition then badself("release", self, Condition) end
+  if classof[self] ~= Condition then badself("release", self, Condition) end
   return lock_release(self._lock, "release", 2)
 end
 
 function Condition:locked()
-  if getmetatable(self) ~= Condition then badself("locked", self, Condition) end
+  if classof[self] ~= Condition then badself("locked", self, Condition) end
   return self._lock._locked
 end
 
 -- cond:wait() -> true: see cond_wait.
 function Condition:wait()
-  if getmetatable(self) ~= Condition then badself("wait", self, Condition) end
+  if classof[self] ~= Condition then badself("wait", self, Condition) end
   return cond_wait(self, "wait", 2)
 end
 
 -- cond:wait_for(predicate): waits until predicate() is true; returns its
 -- value. The predicate is called first, so a true one needs no lock.
 function Condition:wait_for(predicate)
-  if getmetatable(self) ~= Condition then badself("wait_for", self, Condition) end
+  if classof[self] ~= Condition then badself("wait_for", self, Condition) end
   if not callable(predicate) then
     argerror(1, "wait_for", "function expected, got " .. typename(predicate))
   end
@@ -419,7 +437,7 @@ end
 
 -- cond:notify([n=1]): wakes up to n waiters; the caller must hold the lock.
 function Condition:notify(n)
-  if getmetatable(self) ~= Condition then badself("notify", self, Condition) end
+  if classof[self] ~= Condition then badself("notify", self, Condition) end
   if n == nil then
     n = 1
   elseif type(n) ~= "number" or n ~= n then
@@ -434,7 +452,7 @@ end
 
 -- cond:notify_all(): wakes every waiter; the caller must hold the lock.
 function Condition:notify_all()
-  if getmetatable(self) ~= Condition then badself("notify_all", self, Condition) end
+  if classof[self] ~= Condition then badself("notify_all", self, Condition) end
   if not self._lock._locked then
     error("notify_all: cannot notify on un-acquired lock", 2)
   end
@@ -442,14 +460,14 @@ function Condition:notify_all()
 end
 
 function Condition:hold()
-  if getmetatable(self) ~= Condition then badself("hold", self, Condition) end
+  if classof[self] ~= Condition then badself("hold", self, Condition) end
   local lock = self._lock
   lock_acquire(lock, "hold", 3)
   return guard(lock, lock_release)
 end
 
 function Condition:with(fn, ...)
-  if getmetatable(self) ~= Condition then badself("with", self, Condition) end
+  if classof[self] ~= Condition then badself("with", self, Condition) end
   if not callable(fn) then
     argerror(1, "with", "function expected, got " .. typename(fn))
   end
@@ -472,7 +490,7 @@ local Semaphore, SemaphoreClass
 local Bounded, BoundedClass
 
 local function check_sem(self, fname)
-  local mt = getmetatable(self)
+  local mt = classof[self]
   if mt ~= Semaphore and mt ~= Bounded then
     error(format("bad argument #1 to '%s' (loom.Semaphore expected, got %s)",
       fname, typename(self)), 3)
@@ -555,13 +573,13 @@ end
 
 Semaphore, SemaphoreClass = class("Semaphore", function(_, value)
   value = check_value(value, "Semaphore")
-  return setmetatable({ _value = value, _n = 0, _head = false,
+  return make({ _value = value, _n = 0, _head = false,
                         _tail = false, _loop = false }, Semaphore)
 end)
 
 Bounded, BoundedClass = class("BoundedSemaphore", function(_, value)
   value = check_value(value, "BoundedSemaphore")
-  return setmetatable({ _value = value, _bound = value, _n = 0,
+  return make({ _value = value, _bound = value, _n = 0,
                         _head = false, _tail = false, _loop = false }, Bounded)
 end)
 
@@ -659,9 +677,9 @@ Barrier, BarrierClass = class("Barrier", function(_, parties)
   if n < 1 then
     error("bad argument #1 to 'Barrier' (parties must be >= 1)", 2)
   end
-  local cond = setmetatable({ _lock = new_lock(), _n = 0, _head = false,
+  local cond = make({ _lock = new_lock(), _n = 0, _head = false,
                               _tail = false, _loop = false }, Condition)
-  return setmetatable({ _cond = cond, _parties = n, _state = FILLING,
+  return make({ _cond = cond, _parties = n, _state = FILLING,
                         _count = 0 }, Barrier)
 end)
 
@@ -721,7 +739,7 @@ end
 -- arrival. Raises BrokenBarrierError when the barrier is aborted or
 -- reset meanwhile.
 function Barrier:wait()
-  if getmetatable(self) ~= Barrier then badself("wait", self, Barrier) end
+  if classof[self] ~= Barrier then badself("wait", self, Barrier) end
   local lock = self._cond._lock
   lock_acquire(lock, "wait", 3)
   return finish(lock_release, lock, pcall(barrier_wait, self))
@@ -730,7 +748,7 @@ end
 -- barrier:reset(): back to the empty, filling state; the waiting tasks
 -- raise BrokenBarrierError. May suspend briefly, like asyncio's coroutine.
 function Barrier:reset()
-  if getmetatable(self) ~= Barrier then badself("reset", self, Barrier) end
+  if classof[self] ~= Barrier then badself("reset", self, Barrier) end
   local cond = self._cond
   lock_acquire(cond._lock, "reset", 3)
   if self._count > 0 then
@@ -745,7 +763,7 @@ end
 -- barrier:abort(): breaks the barrier: waiting tasks and later wait()
 -- calls raise BrokenBarrierError until reset().
 function Barrier:abort()
-  if getmetatable(self) ~= Barrier then badself("abort", self, Barrier) end
+  if classof[self] ~= Barrier then badself("abort", self, Barrier) end
   local cond = self._cond
   lock_acquire(cond._lock, "abort", 3)
   self._state = BROKEN
@@ -754,19 +772,19 @@ function Barrier:abort()
 end
 
 function Barrier:parties()
-  if getmetatable(self) ~= Barrier then badself("parties", self, Barrier) end
+  if classof[self] ~= Barrier then badself("parties", self, Barrier) end
   return self._parties
 end
 
 -- The number of tasks waiting for the barrier to fill.
 function Barrier:n_waiting()
-  if getmetatable(self) ~= Barrier then badself("n_waiting", self, Barrier) end
+  if classof[self] ~= Barrier then badself("n_waiting", self, Barrier) end
   if self._state == FILLING then return self._count end
   return 0
 end
 
 function Barrier:broken()
-  if getmetatable(self) ~= Barrier then badself("broken", self, Barrier) end
+  if classof[self] ~= Barrier then badself("broken", self, Barrier) end
   return self._state == BROKEN
 end
 
