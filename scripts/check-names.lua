@@ -22,7 +22,6 @@ pending("io", [[loop.add_reader loop.remove_reader loop.add_writer
 pending("processes", [[loop.subprocess_exec loop.subprocess_shell
   loop.run_in_executor create_subprocess_exec create_subprocess_shell
   PIPE DEVNULL STDOUT fs thread channel ThreadPoolExecutor to_thread]])
-pending("structure", [[Queue PriorityQueue LifoQueue]])
 pending("introspection", [[task.get_stack task.print_stack task_tree
   print_tasks trace]])
 pending("tls", [[tls]])

@@ -890,9 +890,15 @@ describe("Task", function()
       local loop = H.loop()
       local got = H.capture(loop)
       local function make()
+        -- the awaited futures stay referenced until the loop is closed: a
+        -- task waiting on an unreachable future may be collected (and
+        -- rightly reported) while the loop is still open
+        local keep = {}
         for i = 1, 20 do
           loop:create_task(function() loom.sleep(i) end)
-          loop:create_task(function() loom.await(loop:create_future()) end)
+          local waited = loop:create_future()
+          keep[i] = waited
+          loop:create_task(function() loom.await(waited) end)
           loop:create_task(function()
             local _ <close> = closer(function() end)
             coroutine.yield()
@@ -905,6 +911,7 @@ describe("Task", function()
         spin(loop)
         loop:create_task(function() end)  -- never started
         loop:close()
+        keep = nil
       end
       make()
       collectgarbage()
