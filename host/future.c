@@ -220,7 +220,7 @@ void loom__future_add_callback (lua_State *L, loom_future *f, int idx,
 /* Calls one done callback (at cbidx) of the future at idx; kind is a
 ** LOOM_CB* value, or -1 when not known. */
 static void call_one (lua_State *L, loom_future *f, int idx, int cbidx,
-                      int kind) {
+                      int kind, int loopidx) {
   int base;
   if (kind < 0) {
     kind = LOOM_CBLUA;
@@ -232,7 +232,8 @@ static void call_one (lua_State *L, loom_future *f, int idx, int cbidx,
     }
   }
   if (kind == LOOM_CBTASK) {
-    loom__task_wakeup(L, (loom_task *)lua_touserdata(L, cbidx), cbidx);
+    loom__task_wakeup(L, (loom_task *)lua_touserdata(L, cbidx), cbidx,
+                      loopidx);
     return;
   }
   if (kind == LOOM_CBGATHER) {
@@ -272,7 +273,8 @@ static void call_one (lua_State *L, loom_future *f, int idx, int cbidx,
 ** Runs the done callbacks of the future at idx, taking the list first:
 ** callbacks added meanwhile are scheduled on their own.
 */
-void loom__future_run_callbacks (lua_State *L, loom_future *f, int idx) {
+void loom__future_run_callbacks (lua_State *L, loom_future *f, int idx,
+                                 int loopidx) {
   int many = f->fflags & LOOM_FMANYCB;
   int kind = (f->fflags & LOOM_FTASKCB) ? LOOM_CBTASK
              : (f->fflags & LOOM_FGATHERCB) ? LOOM_CBGATHER : LOOM_CBLUA;
@@ -283,14 +285,14 @@ void loom__future_run_callbacks (lua_State *L, loom_future *f, int idx) {
   lua_setiuservalue(L, idx, LOOM_FUV_CALLBACKS);
   if (!many) {
     if (!lua_isnil(L, -1))
-      call_one(L, f, idx, lua_gettop(L), kind);
+      call_one(L, f, idx, lua_gettop(L), kind, loopidx);
   }
   else {
     lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
     int list = lua_gettop(L);
     for (i = 1; i <= n; i++) {
       lua_rawgeti(L, list, i);
-      call_one(L, f, idx, list + 1, -1);
+      call_one(L, f, idx, list + 1, -1, loopidx);
       lua_settop(L, list);
     }
   }

@@ -221,7 +221,8 @@ void loom__future_init(lua_State *L, loom_future *f, loom_loop *loop,
                        int loopidx, int kind);
 int loom__future_new(lua_State *L, loom_loop *loop, int loopidx);
 void loom__future_schedule(lua_State *L, loom_future *f, int idx);
-void loom__future_run_callbacks(lua_State *L, loom_future *f, int idx);
+void loom__future_run_callbacks(lua_State *L, loom_future *f, int idx,
+                                int loopidx);
 int loom__future_push_results(lua_State *L, loom_future *f, int idx);
 int loom__future_cancel(lua_State *L, loom_future *f, int idx, int msgidx);
 void loom__future_add_callback(lua_State *L, loom_future *f, int idx,
@@ -242,8 +243,8 @@ int loom__open_gather(lua_State *L);
 
 /* task.c */
 loom_task *loom__totask(lua_State *L, int idx);
-void loom__task_step(lua_State *L, loom_task *t, int idx);
-void loom__task_wakeup(lua_State *L, loom_task *t, int idx);
+void loom__task_step(lua_State *L, loom_task *t, int idx, int loopidx);
+void loom__task_wakeup(lua_State *L, loom_task *t, int idx, int loopidx);
 int loom__task_cancel(lua_State *L, loom_task *t, int idx, int msgidx);
 int loom__task_new(lua_State *L, loom_loop *loop, int loopidx, int fidx,
                    int nargs);

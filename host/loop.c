@@ -453,8 +453,9 @@ static void describe (lua_State *L, int idx) {
   luaL_tolstring(L, idx, NULL);
 }
 
-/* Runs the object at idx popped from the ready queue. */
-static void run_entry (lua_State *L, int idx) {
+/* Runs the object at idx popped from the ready queue of the loop at
+** loopidx. */
+static void run_entry (lua_State *L, int loopidx, int idx) {
   loom_obj *o = (loom_obj *)lua_touserdata(L, idx);
   switch (o->kind) {
     case LOOM_KHANDLE: case LOOM_KTIMER:
@@ -462,14 +463,14 @@ static void run_entry (lua_State *L, int idx) {
         loom__run_handle(L, o, idx);
       break;
     case LOOM_KFUTURE:
-      loom__future_run_callbacks(L, (loom_future *)o, idx);
+      loom__future_run_callbacks(L, (loom_future *)o, idx, loopidx);
       break;
     case LOOM_KTASK: {
       loom_task *t = (loom_task *)o;
       if (t->f.state != LOOM_PENDING)
-        loom__future_run_callbacks(L, &t->f, idx);
+        loom__future_run_callbacks(L, &t->f, idx, loopidx);
       else
-        loom__task_step(L, t, idx);
+        loom__task_step(L, t, idx, loopidx);
       break;
     }
   }
@@ -509,13 +510,13 @@ static void run_batch (lua_State *L, loom_loop *loop, int loopidx, int tbl) {
     if (loop->debug) {
       uint64_t t0 = uv_hrtime();
       double dt;
-      run_entry(L, tbl + 1);
+      run_entry(L, loopidx, tbl + 1);
       dt = (double)(uv_hrtime() - t0) / 1e9;
       if (dt >= loop->slow_callback_duration)
         warn_slow(L, loopidx, tbl + 1, dt);
     }
     else
-      run_entry(L, tbl + 1);
+      run_entry(L, loopidx, tbl + 1);
     loop->inentry = 0;
     lua_settop(L, tbl);
     loop->icur = i;

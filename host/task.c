@@ -341,20 +341,24 @@ static int cancel_waiter (lua_State *L, int msgidx);
 ** Runs one step of the task at idx: resumes its coroutine until it
 ** awaits, sleeps, yields or ends.
 */
-void loom__task_step (lua_State *L, loom_task *t, int idx) {
+void loom__task_step (lua_State *L, loom_task *t, int idx, int loopidx) {
   loom_loop *loop = t->f.loop;
   lua_State *co = t->co;
   loom_task *prev;
-  int nargs = 0, status, nres, lidx;
+  int nargs = 0, status, nres, lidx, top = lua_gettop(L);
   idx = lua_absindex(L, idx);
-  lua_getiuservalue(L, idx, LOOM_FUV_LOOP);  /* for scheduling */
-  lidx = lua_gettop(L);
+  if (loopidx != 0)  /* the loop userdata, for scheduling */
+    lidx = loopidx;
+  else {
+    lua_getiuservalue(L, idx, LOOM_FUV_LOOP);
+    lidx = lua_gettop(L);
+  }
   if (t->sleep_due) {
     /* the sleep ended in this iteration: like asyncio's sleep future, it
     ** wakes the task in the next one */
     t->sleep_due = 0;
     loom__ready_push(L, loop, lidx, idx);
-    lua_settop(L, lidx - 1);
+    lua_settop(L, top);
     return;
   }
   if (t->must_cancel && yielded(t) == YIELD_BARE) {
@@ -366,7 +370,7 @@ void loom__task_step (lua_State *L, loom_task *t, int idx) {
     lua_resetthread(co);
     loop->current = prev;
     finish(L, t, idx, LUA_OK, 0);
-    lua_settop(L, lidx - 1);
+    lua_settop(L, top);
     return;
   }
   if (t->must_cancel) {
@@ -379,7 +383,7 @@ void loom__task_step (lua_State *L, loom_task *t, int idx) {
       t->throw_cancel = 0;
       t->must_cancel = 1;
       finish(L, t, idx, LUA_OK, 0);
-      lua_settop(L, lidx - 1);
+      lua_settop(L, top);
       return;
     }
     nargs = lua_gettop(co) - 1;
@@ -401,7 +405,7 @@ void loom__task_step (lua_State *L, loom_task *t, int idx) {
   t->throw_cancel = 0;
   if (status != LUA_YIELD) {
     finish(L, t, idx, status, nres);
-    lua_settop(L, lidx - 1);
+    lua_settop(L, top);
     return;
   }
   t->nyield = nres;  /* the yielded values stay on co's stack until the
@@ -436,15 +440,15 @@ void loom__task_step (lua_State *L, loom_task *t, int idx) {
       loom__ready_push(L, loop, lidx, idx);
     }
   }
-  lua_settop(L, lidx - 1);
+  lua_settop(L, top);
 }
 
 /* The future the task at cbidx awaited is done: step it. */
-void loom__task_wakeup (lua_State *L, loom_task *t, int idx) {
+void loom__task_wakeup (lua_State *L, loom_task *t, int idx, int loopidx) {
   if (t->f.state != LOOM_PENDING || yielded(t) != YIELD_AWAIT)
     return;  /* stale wakeup */
   t->waiter = NULL;
-  loom__task_step(L, t, idx);
+  loom__task_step(L, t, idx, loopidx);
 }
 
 /*
