@@ -170,6 +170,11 @@ typedef struct loom_loop {
   uint8_t uvinit;           /* uv loop and handles initialised */
   uint8_t sigint_on;
   uint8_t inentry;          /* a batch entry is running */
+  /* Loop-owned libuv resources of dns.c, signal.c and poll.c: each file
+  ** keeps its state here and frees it in its shutdown hook. */
+  void *dns_state;
+  void *signal_state;
+  void *poll_state;
 } loom_loop;
 
 /*
@@ -236,6 +241,22 @@ void loom__push_cancelled(lua_State *L, int msgidx);
 int loom__is_cancelled_error(lua_State *L, int idx);
 void loom__extra(lua_State *L, int idx);
 int loom__open_future(lua_State *L);
+
+/*
+** dns.c, signal.c, poll.c. Each opens its functions into the module table
+** and its loop methods into the Loop type; its shutdown hook, called by
+** close() and __gc before the loop closes its libuv handles, closes what
+** it owns (freeing memory in the close callbacks, which the loop then
+** runs) and releases its Lua references. libuv callbacks never call Lua
+** directly: they queue work on the ready queue while the loop runs.
+*/
+int loom__open_dns(lua_State *L);
+int loom__open_signal(lua_State *L);
+int loom__open_poll(lua_State *L);
+void loom__dns_shutdown(lua_State *L, loom_loop *loop);
+void loom__signal_shutdown(lua_State *L, loom_loop *loop);
+void loom__poll_shutdown(lua_State *L, loom_loop *loop);
+void loom__loop_methods(lua_State *L, const luaL_Reg *l);
 
 /* gather.c */
 void loom__gather_done(lua_State *L, int gidx, loom_future *f, int fidx);

@@ -1045,6 +1045,9 @@ static void loop_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
     lua_setiuservalue(L, loopidx, i);
   }
   if (loop->uvinit) {
+    loom__dns_shutdown(L, loop);
+    loom__signal_shutdown(L, loop);
+    loom__poll_shutdown(L, loop);
     uv_walk(&loop->uv, close_walk_cb, NULL);
     uv_run(&loop->uv, UV_RUN_DEFAULT);
     uv_loop_close(&loop->uv);
@@ -1214,6 +1217,17 @@ static const luaL_Reg loop_functions[] = {
   {"_get_running_loop", core_get_running_loop_or_nil},
   {NULL, NULL}
 };
+
+/*
+** Adds the functions of l to the methods of the Loop type (for the files
+** that extend the loop: dns.c, signal.c, poll.c). [-0, +0, m]
+*/
+void loom__loop_methods (lua_State *L, const luaL_Reg *l) {
+  luaL_getmetatable(L, LOOM_LOOP_MT);
+  lua_getfield(L, -1, "__index");
+  loom__setfuncs(L, l);
+  lua_pop(L, 2);
+}
 
 int loom__open_loop (lua_State *L) {
   loom__newmt(L, LOOM_TLOOP);

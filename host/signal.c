@@ -1,0 +1,16 @@
+/*
+** signal.c
+** (being written)
+*/
+
+#include "internal.h"
+
+int loom__open_signal (lua_State *L) {
+  (void)L;
+  return 0;
+}
+
+void loom__signal_shutdown (lua_State *L, loom_loop *loop) {
+  (void)L;
+  (void)loop;
+}
