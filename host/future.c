@@ -42,6 +42,35 @@ void loom__push_error (lua_State *L, const char *cls, const char *msg) {
     lua_pushstring(L, cls);
 }
 
+/*
+** Pushes an OSError for the libuv error code err: .code is the error's
+** name ("ECONNREFUSED"), .errno the code, the message "ECONNREFUSED:
+** connection refused", prefixed by "what: " when what is given.
+** [-0, +1, m]
+*/
+void loom__push_oserror (lua_State *L, int err, const char *what) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &loom__errors_key);
+  if (!lua_istable(L, -1) || lua_getfield(L, -1, "OSError") == LUA_TNIL) {
+    lua_pop(L, lua_istable(L, -1) ? 2 : 1);
+    if (what)
+      lua_pushfstring(L, "%s: %s: %s", what, uv_err_name(err), uv_strerror(err));
+    else
+      lua_pushfstring(L, "%s: %s", uv_err_name(err), uv_strerror(err));
+    return;
+  }
+  lua_remove(L, -2);
+  if (what)
+    lua_pushfstring(L, "%s: %s: %s", what, uv_err_name(err), uv_strerror(err));
+  else
+    lua_pushfstring(L, "%s: %s", uv_err_name(err), uv_strerror(err));
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, uv_err_name(err));
+  lua_setfield(L, -2, "code");
+  lua_pushinteger(L, err);
+  lua_setfield(L, -2, "errno");
+  lua_call(L, 2, 1);
+}
+
 /* Pushes CancelledError(msg) with the message at msgidx (0: none). */
 void loom__push_cancelled (lua_State *L, int msgidx) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &loom__errors_key);

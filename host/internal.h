@@ -237,6 +237,7 @@ void loom__push_cancelled_of(lua_State *L, loom_future *f, int idx);
 int loom__future_remove_callback(lua_State *L, loom_future *f, int idx,
                                  int cbidx);
 void loom__push_error(lua_State *L, const char *cls, const char *msg);
+void loom__push_oserror(lua_State *L, int err, const char *what);
 void loom__push_cancelled(lua_State *L, int msgidx);
 int loom__is_cancelled_error(lua_State *L, int idx);
 void loom__extra(lua_State *L, int idx);

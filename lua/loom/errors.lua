@@ -49,6 +49,9 @@ class("QueueFull", Error)
 class("QueueShutDown", Error)
 class("BrokenBarrierError", Error)
 class("SendfileNotAvailableError", Error)
+-- OSError(msg, {code = "ECONNREFUSED", errno = -111}): what the system
+-- or libuv reported; message reads "ECONNREFUSED: connection refused".
+class("OSError", Error)
 local EG = class("ExceptionGroup", Error)
 -- ExceptionGroup(msg, errors): .errors is the list of errors it carries.
 getmetatable(EG).__call = function(c, msg, errs)

@@ -1,0 +1,3 @@
+-- loom.dns
+local M = {}
+return M

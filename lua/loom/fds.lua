@@ -1,0 +1,3 @@
+-- loom.fds
+local M = {}
+return M

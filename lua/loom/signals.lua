@@ -1,0 +1,3 @@
+-- loom.signals
+local M = {}
+return M
