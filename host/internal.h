@@ -175,6 +175,8 @@ typedef struct loom_loop {
   void *dns_state;
   void *signal_state;
   void *poll_state;
+  int nsignals;             /* signal handles watching (they are unref'd,
+                               so uv_loop_alive does not count them) */
 } loom_loop;
 
 /*

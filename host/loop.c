@@ -535,8 +535,11 @@ static void wakeup_cb (uv_timer_t *t) {
 */
 static void poll_io (loom_loop *loop, double timeout) {
   if (timeout == 0) {
-    if (uv_loop_alive(&loop->uv))
-      uv_run(&loop->uv, UV_RUN_NOWAIT);
+    /* uv_run does not poll a loop with nothing ref'd alive: unref'd
+    ** signal handles still need it, so hold a reference meanwhile */
+    uv_ref((uv_handle_t *)&loop->async);
+    uv_run(&loop->uv, UV_RUN_NOWAIT);
+    uv_unref((uv_handle_t *)&loop->async);
     return;
   }
   if (timeout > 0) {
@@ -568,7 +571,8 @@ static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
   int top = lua_gettop(L);
   heap_trim(L, loop, loopidx);
   if (loop->nready > 0 || loop->stopping) {
-    if (uv_loop_alive(&loop->uv)) {
+    /* signal handles keep no loop alive, but must be heard while busy */
+    if (uv_loop_alive(&loop->uv) || loop->nsignals > 0) {
       double now = loom__now(loop);
       if (++loop->sincepoll >= POLL_EVERY_ITER
           || now - loop->lastpoll >= POLL_EVERY_SECS || loop->virtual_time) {
@@ -996,6 +1000,7 @@ static int loop_catch_sigint (lua_State *L) {
     if (loop->sigint_on) {
       uv_signal_stop(&loop->sigint);
       loop->sigint_on = 0;
+      loop->nsignals--;
     }
     return 0;
   }
@@ -1008,6 +1013,7 @@ static int loop_catch_sigint (lua_State *L) {
       return luaL_error(L, "_catch_sigint: %s", uv_strerror(r));
     uv_unref((uv_handle_t *)&loop->sigint);
     loop->sigint_on = 1;
+    loop->nsignals++;
   }
   return 0;
 }

@@ -14,7 +14,7 @@ local function pending(area, names)
   for name in names:gmatch("%S+") do later[name] = area end
 end
 pending("io", [[loop.add_reader loop.remove_reader loop.add_writer
-  loop.remove_writer loop.add_signal_handler loop.remove_signal_handler
+  loop.remove_writer
   loop.create_connection loop.create_server loop.create_unix_connection
   loop.create_unix_server loop.create_datagram_endpoint loop.getaddrinfo
   loop.getnameinfo loop.sendfile loop.start_tls open_connection start_server
