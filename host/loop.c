@@ -457,6 +457,8 @@ static void describe (lua_State *L, int idx) {
 ** loopidx. */
 static void run_entry (lua_State *L, int loopidx, int idx) {
   loom_obj *o = (loom_obj *)lua_touserdata(L, idx);
+  if (o == NULL)
+    return;  /* a push that failed for lack of memory left a hole */
   switch (o->kind) {
     case LOOM_KHANDLE: case LOOM_KTIMER:
       if (!(o->flags & LOOM_FCANCELLED))

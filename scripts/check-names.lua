@@ -13,9 +13,7 @@ local later = {}
 local function pending(area, names)
   for name in names:gmatch("%S+") do later[name] = area end
 end
-pending("io", [[loop.add_reader loop.remove_reader loop.add_writer
-  loop.remove_writer
-  loop.create_connection loop.create_server loop.create_unix_connection
+pending("io", [[loop.create_connection loop.create_server loop.create_unix_connection
   loop.create_unix_server loop.create_datagram_endpoint
   loop.sendfile loop.start_tls open_connection start_server
   open_unix_connection start_unix_server]])
