@@ -175,6 +175,7 @@ typedef struct loom_loop {
   void *dns_state;
   void *signal_state;
   void *poll_state;
+  void *udp_state;
   int nsignals;             /* signal handles watching (they are unref'd,
                                so uv_loop_alive does not count them) */
 } loom_loop;
@@ -256,6 +257,8 @@ int loom__open_future(lua_State *L);
 int loom__open_dns(lua_State *L);
 int loom__open_signal(lua_State *L);
 int loom__open_poll(lua_State *L);
+int loom__open_udp(lua_State *L);
+void loom__udp_shutdown(lua_State *L, loom_loop *loop);
 void loom__dns_shutdown(lua_State *L, loom_loop *loop);
 void loom__signal_shutdown(lua_State *L, loom_loop *loop);
 void loom__poll_shutdown(lua_State *L, loom_loop *loop);

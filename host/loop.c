@@ -1056,6 +1056,7 @@ static void loop_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
     loom__dns_shutdown(L, loop);
     loom__signal_shutdown(L, loop);
     loom__poll_shutdown(L, loop);
+    loom__udp_shutdown(L, loop);
     uv_walk(&loop->uv, close_walk_cb, NULL);
     uv_run(&loop->uv, UV_RUN_DEFAULT);
     uv_loop_close(&loop->uv);
