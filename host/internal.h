@@ -263,6 +263,8 @@ void loom__dns_shutdown(lua_State *L, loom_loop *loop);
 void loom__signal_shutdown(lua_State *L, loom_loop *loop);
 void loom__poll_shutdown(lua_State *L, loom_loop *loop);
 void loom__loop_methods(lua_State *L, const luaL_Reg *l);
+int loom__loop_table(lua_State *L, int loopidx, const void *key, int create);
+void loom__loop_table_drop(lua_State *L, int loopidx, const void *key);
 
 /* gather.c */
 void loom__gather_done(lua_State *L, int gidx, loom_future *f, int fidx);

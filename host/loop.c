@@ -1228,6 +1228,62 @@ static const luaL_Reg loop_functions[] = {
 };
 
 /*
+** Pushes the table a part of the core keeps for the loop at loopidx: an
+** entry, under the loop, of a registry table (found under key) whose keys
+** are weak, so that callbacks kept there that capture the loop do not keep
+** it alive. With create, makes what is missing; otherwise pushes nil when
+** there is none. Returns whether a table was pushed. [-0, +1, m]
+*/
+int loom__loop_table (lua_State *L, int loopidx, const void *key, int create) {
+  loopidx = lua_absindex(L, loopidx);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    if (!create) {
+      lua_pushnil(L);
+      return 0;
+    }
+    lua_createtable(L, 0, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+  }
+  lua_pushvalue(L, loopidx);
+  if (lua_rawget(L, -2) == LUA_TTABLE || !create) {
+    lua_remove(L, -2);
+    if (lua_istable(L, -1))
+      return 1;
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return 0;
+  }
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, loopidx);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -4);
+  lua_remove(L, -2);
+  return 1;
+}
+
+/*
+** Drops the table loom__loop_table keeps under key for the loop at
+** loopidx. Removing a key allocates nothing, so this is safe in __gc.
+** [-0, +0, -]
+*/
+void loom__loop_table_drop (lua_State *L, int loopidx, const void *key) {
+  loopidx = lua_absindex(L, loopidx);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE) {
+    lua_pushvalue(L, loopidx);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  }
+  lua_pop(L, 1);
+}
+
+/*
 ** Adds the functions of l to the methods of the Loop type (for the files
 ** that extend the loop: dns.c, signal.c, poll.c). [-0, +0, m]
 */

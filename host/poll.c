@@ -157,39 +157,6 @@ static int setevents (loom_loop *loop, pollw *w, int events) {
 ** =======================================================
 */
 
-/*
-** Pushes the watchers table of the loop at loopidx, made when create is
-** true (else nil when there is none). [-0, +1, m]
-*/
-static int pushwatchers (lua_State *L, int loopidx, int create) {
-  loopidx = lua_absindex(L, loopidx);
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &watchers_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    if (!create) {
-      lua_pushnil(L);
-      return 0;
-    }
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &watchers_key);
-  }
-  lua_pushvalue(L, loopidx);
-  if (lua_rawget(L, -2) == LUA_TTABLE || !create) {
-    lua_remove(L, -2);
-    return lua_istable(L, -1);
-  }
-  lua_pop(L, 1);
-  lua_newtable(L);
-  lua_pushvalue(L, loopidx);
-  lua_pushvalue(L, -2);
-  lua_rawset(L, -4);  /* ephemeron[loop] = watchers */
-  lua_remove(L, -2);
-  return 1;
-}
 
 /*
 ** Protected part of poll_cb: queues the handles of the watcher (light
@@ -200,7 +167,7 @@ static int fire (lua_State *L) {
   int events = (int)lua_tointeger(L, 2);
   loom_loop *loop = w->loop;
   lua_rawgeti(L, LUA_REGISTRYINDEX, loop->self_ref);  /* 3: loop */
-  if (!pushwatchers(L, 3, 0))  /* 4: watchers */
+  if (!loom__loop_table(L, 3, &watchers_key, 0))  /* 4: watchers */
     return 0;
   if (events & UV_READABLE) {
     if (lua_rawgeti(L, 4, slotof(w->fd, READER)) == LUA_TUSERDATA)
@@ -294,7 +261,7 @@ static void addwatch (lua_State *L, int which, const char *fname) {
   pollw *w;
   checkcallable(L, 3, fname);
   hidx = loom__newhandle(L, loop, LOOM_KHANDLE, 3, lua_gettop(L) - 3, 0);
-  pushwatchers(L, 1, 1);
+  loom__loop_table(L, 1, &watchers_key, 1);
   tbl = lua_gettop(L);
   lua_rawgeti(L, tbl, slotof(fd, which));
   oldidx = lua_gettop(L);
@@ -325,7 +292,7 @@ static int removewatch (lua_State *L, int which, const char *fname) {
   loom_loop *loop = loom__checkloop(L, 1);
   int fd = checkfd(L, 2, fname);
   pollw *w;
-  if (loop->closed || !pushwatchers(L, 1, 0)
+  if (loop->closed || !loom__loop_table(L, 1, &watchers_key, 0)
       || lua_rawgeti(L, -1, slotof(fd, which)) != LUA_TUSERDATA) {
     lua_pushboolean(L, 0);
     return 1;

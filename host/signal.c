@@ -136,43 +136,6 @@ static int checksignal (lua_State *L, int idx, const char *fname, int argno,
 ** =======================================================
 */
 
-/*
-** Pushes the handler table of the loop at loopidx; with create, makes it
-** (and the registry's weak table) when missing, else pushes nil then.
-** Returns whether a table was pushed. [-0, +1, m]
-*/
-static int pushtable (lua_State *L, int loopidx, int create) {
-  loopidx = lua_absindex(L, loopidx);
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &statekey) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    if (!create) {
-      lua_pushnil(L);
-      return 0;
-    }
-    lua_createtable(L, 0, 1);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &statekey);
-  }
-  lua_pushvalue(L, loopidx);
-  if (lua_rawget(L, -2) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    if (!create) {
-      lua_pop(L, 1);
-      lua_pushnil(L);
-      return 0;
-    }
-    lua_newtable(L);
-    lua_pushvalue(L, loopidx);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, -4);
-  }
-  lua_remove(L, -2);
-  return 1;
-}
 
 /* }====================================================== */
 
@@ -192,7 +155,7 @@ static int signal_fire (lua_State *L) {
   loom_loop *loop = (loom_loop *)lua_touserdata(L, 1);
   int signum = (int)lua_tointeger(L, 2);
   int i, n;
-  if (loop == NULL || loop->closed || !pushtable(L, 1, 0))
+  if (loop == NULL || loop->closed || !loom__loop_table(L, 1, &statekey, 0))
     return 0;
   if (lua_rawgeti(L, 3, signum) != LUA_TTABLE)  /* 4: {cb, args..., n=} */
     return 0;
@@ -288,7 +251,7 @@ static int loop_add_signal_handler (lua_State *L) {
   }
   lua_pushinteger(L, nargs);
   lua_setfield(L, -2, "n");
-  pushtable(L, 1, 1);
+  loom__loop_table(L, 1, &statekey, 1);
   lua_pushvalue(L, -2);
   lua_rawseti(L, -2, signum);
   st = (sigstate *)loop->signal_state;
@@ -334,7 +297,7 @@ static int loop_remove_signal_handler (lua_State *L) {
   loom_loop *loop = loom__checkloop(L, 1);
   int signum = checksignal(L, 2, fname, 1, 0);
   int had = dropslot(loop, signum);
-  if (had && pushtable(L, 1, 0)) {
+  if (had && loom__loop_table(L, 1, &statekey, 0)) {
     lua_pushnil(L);
     lua_rawseti(L, -2, signum);
   }
@@ -402,14 +365,8 @@ void loom__signal_shutdown (lua_State *L, loom_loop *loop) {
     free(st);
     loop->signal_state = NULL;
   }
-  if (lua_touserdata(L, 1) != (void *)loop)
-    return;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &statekey) == LUA_TTABLE) {
-    lua_pushvalue(L, 1);
-    lua_pushnil(L);
-    lua_rawset(L, -3);  /* removing a key allocates nothing */
-  }
-  lua_pop(L, 1);
+  if (lua_touserdata(L, 1) == (void *)loop)  /* close() and __gc have it */
+    loom__loop_table_drop(L, 1, &statekey);
 }
 
 int loom__open_signal (lua_State *L) {
