@@ -9,6 +9,7 @@
 -- becomes a task of the running loop where asyncio would wrap one.
 
 local core = require "loom.core"
+local iscallable = require("loom.util").callable
 local errors = require "loom.errors"
 
 local CancelledError = errors.CancelledError
@@ -60,11 +61,6 @@ local function isplain(x)
   return type(x) == "table" and getmetatable(x) == nil
 end
 
-local function iscallable(x)
-  if type(x) == "function" then return true end
-  local mt = getmetatable(x)
-  return type(mt) == "table" and mt.__call ~= nil
-end
 
 -- A delay or timeout: nil, or a number that is neither NaN nor negative.
 local function checkdelay(fname, n, what, d, level)

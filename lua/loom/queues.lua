@@ -30,6 +30,8 @@
 -- another loop is then an error.
 
 local core = require "loom.core"
+local util = require "loom.util"
+local typename, callable = util.typename, util.callable
 local errors = require "loom.errors"
 
 local M = {}
@@ -46,20 +48,6 @@ local QueueEmpty, QueueFull, QueueShutDown =
 
 
 ---------------------------------------------------------------- helpers
-
--- The type name of v for messages: its metatable's __name, else type(v).
-local function typename(v)
-  local mt = getmetatable(v)
-  local name = type(mt) == "table" and rawget(mt, "__name")
-  if type(name) == "string" then return name end
-  return type(v)
-end
-
-local function callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and rawget(mt, "__call") ~= nil
-end
 
 -- Raises, for the caller of method fname, the error for a wrong self.
 local function badself(fname, qname, v)

@@ -18,6 +18,8 @@
 -- releases however fn ends.
 
 local core = require "loom.core"
+local util = require "loom.util"
+local typename, callable = util.typename, util.callable
 local errors = require "loom.errors"
 
 local getmetatable, setmetatable, type, pcall, error, rawget, tostring =
@@ -36,16 +38,6 @@ local M = {}
 
 ---------------------------------------------------------------- helpers
 
--- The type name luaL_typeerror would print: __name, else type().
-local function typename(v)
-  local mt = getmetatable(v)
-  if type(mt) == "table" then
-    local name = rawget(mt, "__name")
-    if type(name) == "string" then return name end
-  end
-  return type(v)
-end
-
 -- Raises "bad argument #i to 'fname' (msg)" at the caller of the function
 -- that calls argerror (level 3 from here).
 local function argerror(i, fname, msg)
@@ -58,11 +50,6 @@ local function badself(fname, v, cls)
     cls.__name, typename(v)), 3)
 end
 
-local function callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and rawget(mt, "__call") ~= nil
-end
 
 -- A class: the metatable of its instances, which holds the methods, and
 -- the public constructor, a table called like a class whose fields are the
