@@ -295,7 +295,6 @@ static void call_one (lua_State *L, loom_future *f, int idx, int cbidx,
     loom__report(L, -1, -2);
   }
   lua_settop(L, base);
-  (void)f;
 }
 
 /*

@@ -664,7 +664,7 @@ static int task_gc (lua_State *L) {
     }
     t->wslot = 0;
   }
-  else if ((t->f.fflags & LOOM_FUNRETRIEVED) && !(t->f.fflags & 0x80)) {
+  else if (t->f.fflags & LOOM_FUNRETRIEVED) {
     msg = "Task exception was never retrieved";
     t->f.fflags &= (uint8_t)~LOOM_FUNRETRIEVED;
   }
