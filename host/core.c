@@ -101,6 +101,7 @@ LUAMOD_API int luaopen_loom_core (lua_State *L) {
   loom__open_dns(L);
   loom__open_signal(L);
   loom__open_poll(L);
+  loom__open_tcp(L);
   loom__open_udp(L);
   lua_pushcfunction(L, core_interpose);
   lua_setfield(L, -2, "interpose");

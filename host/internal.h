@@ -247,7 +247,7 @@ void loom__extra(lua_State *L, int idx);
 int loom__open_future(lua_State *L);
 
 /*
-** dns.c, signal.c, poll.c. Each opens its functions into the module table
+** dns.c, signal.c, poll.c, udp.c, tcp.c. Each opens its functions into the module table
 ** and its loop methods into the Loop type; its shutdown hook, called by
 ** close() and __gc before the loop closes its libuv handles, closes what
 ** it owns (freeing memory in the close callbacks, which the loop then
@@ -258,6 +258,8 @@ int loom__open_dns(lua_State *L);
 int loom__open_signal(lua_State *L);
 int loom__open_poll(lua_State *L);
 int loom__open_udp(lua_State *L);
+int loom__open_tcp(lua_State *L);
+void loom__tcp_shutdown(lua_State *L, loom_loop *loop);
 void loom__udp_shutdown(lua_State *L, loom_loop *loop);
 void loom__dns_shutdown(lua_State *L, loom_loop *loop);
 void loom__signal_shutdown(lua_State *L, loom_loop *loop);

@@ -13,7 +13,7 @@ local later = {}
 local function pending(area, names)
   for name in names:gmatch("%S+") do later[name] = area end
 end
-pending("io", [[loop.create_connection loop.create_server loop.create_unix_connection
+pending("io", [[loop.create_unix_connection
   loop.create_unix_server
   loop.sendfile loop.start_tls open_connection start_server
   open_unix_connection start_unix_server]])

@@ -469,7 +469,11 @@ describe("loop shutdown", function()
     end)
     for _ = 1, 100 do tb:sendto(("y"):rep(1000)) end
     loop:close()
-    assert.are.equal(0, pa.lost + pb.lost)
+    -- ta's close began while the loop ran: its connection_lost may have
+    -- come before the loop closed; tb was open, and closing the loop must
+    -- not call it
+    assert.are.equal(0, pb.lost)
+    assert.is_true(pa.lost <= 1)
     assert.is_true(ta:is_closing())
     assert.is_true(tb:is_closing())
     tb:sendto("ignored")
