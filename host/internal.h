@@ -247,12 +247,13 @@ void loom__extra(lua_State *L, int idx);
 int loom__open_future(lua_State *L);
 
 /*
-** dns.c, signal.c, poll.c, udp.c, tcp.c. Each opens its functions into the module table
-** and its loop methods into the Loop type; its shutdown hook, called by
-** close() and __gc before the loop closes its libuv handles, closes what
-** it owns (freeing memory in the close callbacks, which the loop then
-** runs) and releases its Lua references. libuv callbacks never call Lua
-** directly: they queue work on the ready queue while the loop runs.
+** dns.c, signal.c, poll.c, udp.c, tcp.c. Each opens its functions into
+** the module table and its loop methods into the Loop type; its shutdown
+** hook, called by close() and __gc before the loop closes its libuv
+** handles, closes what it owns (freeing memory in the close callbacks,
+** which the loop then runs) and releases its Lua references. libuv
+** callbacks call Lua only while the loop runs: protocol methods under a
+** protected call, anything else by queueing a callback on the ready queue.
 */
 int loom__open_dns(lua_State *L);
 int loom__open_signal(lua_State *L);
