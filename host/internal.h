@@ -260,6 +260,7 @@ int loom__open_signal(lua_State *L);
 int loom__open_poll(lua_State *L);
 int loom__open_udp(lua_State *L);
 int loom__open_tcp(lua_State *L);
+int loom__open_streambuf(lua_State *L);
 void loom__tcp_shutdown(lua_State *L, loom_loop *loop);
 void loom__udp_shutdown(lua_State *L, loom_loop *loop);
 void loom__dns_shutdown(lua_State *L, loom_loop *loop);
