@@ -137,4 +137,298 @@ function M.StreamReader(opts)
   return core._StreamReader(limit)
 end
 
+
+---------------------------------------------------------------- transports
+--
+-- asyncio's StreamReaderProtocol (with FlowControlMixin), StreamWriter,
+-- open_connection and start_server: Lua glue between a transport of
+-- host/tcp.c and a StreamReader. The protocol feeds the reader, keeps the
+-- writer's drain waiters (one future each) and the waiters of
+-- wait_closed; the reader pauses and resumes the transport itself.
+
+local setmetatable, ipairs, tostring = setmetatable, ipairs, tostring
+local remove = table.remove
+local sleep = core.sleep
+local OSError = require("loom.errors").OSError
+
+-- Completes each pending future of list with err (an error) or nothing.
+local function wake_all(list, err)
+  for _, fut in ipairs(list) do
+    if not fut:done() then
+      if err == nil then fut:set_result() else fut:set_exception(err) end
+    end
+  end
+end
+
+-- Awaits a new future of the running loop, appended to list while it
+-- waits (removed again however the wait ends, so cancelling is safe).
+local function wait_in(list, fname)
+  local loop = running_loop()
+  if loop == nil then error(fname .. ": no running event loop", 3) end
+  local fut = loop:create_future()
+  list[#list + 1] = fut
+  local ok, err = pcall(await, fut)
+  for i = #list, 1, -1 do
+    if list[i] == fut then remove(list, i); break end
+  end
+  if not ok then error(err, 0) end
+end
+
+local callable = require("loom.util").callable
+
+local Protocol = {}
+Protocol.__index = Protocol
+Protocol.__name = "loom.StreamReaderProtocol"
+
+local Writer = {}
+Writer.__index = Writer
+Writer.__name = "loom.StreamWriter"
+
+local function new_writer(transport, protocol, reader)
+  return setmetatable({ transport = transport, _protocol = protocol,
+                        _reader = reader }, Writer)
+end
+
+local function new_protocol(reader, cb)
+  return setmetatable({
+    _reader = reader, _cb = cb,
+    _paused = false,        -- pause_writing came, not yet resume_writing
+    _lost = false,          -- connection_lost came
+    _err = nil,             -- its error
+    _drain_waiters = {}, _close_waiters = {},
+  }, Protocol)
+end
+
+-- StreamReaderProtocol(reader, [client_connected_cb]).
+function M.StreamReaderProtocol(reader, cb)
+  if getmetatable(reader) ~= MT then
+    error(("bad argument #1 to 'StreamReaderProtocol' (loom.StreamReader "
+      .. "expected, got %s)"):format(typename(reader)), 2)
+  end
+  if cb ~= nil and not callable(cb) then
+    error(("bad argument #2 to 'StreamReaderProtocol' (function expected, "
+      .. "got %s)"):format(typename(cb)), 2)
+  end
+  return new_protocol(reader, cb)
+end
+
+-- asyncio's _on_client_connected_cb done callback.
+local function client_done(task, proto, transport, loop)
+  if task:cancelled() then
+    transport:close()
+    return
+  end
+  local e = task:exception()
+  if e ~= nil then
+    loop:call_exception_handler {
+      message = "Unhandled exception in client_connected_cb",
+      exception = e, transport = transport, task = task,
+    }
+    transport:close()
+  end
+  if proto._task == task then proto._task = nil end
+end
+
+function Protocol:connection_made(transport)
+  self._transport = transport
+  local reader = self._reader
+  reader:set_transport(transport)
+  local cb = self._cb
+  if cb ~= nil then
+    local writer = new_writer(transport, self, reader)
+    self._writer = writer
+    local loop = transport:get_loop()
+    local task = loop:create_task(cb, reader, writer)
+    self._task = task
+    task:add_done_callback(function(t)
+      client_done(t, self, transport, loop)
+    end)
+  end
+end
+
+function Protocol:data_received(data)
+  self._reader:feed_data(data)
+end
+
+-- Keeps the transport open for writing, as asyncio does without TLS:
+-- the writer closes it.
+function Protocol:eof_received()
+  self._reader:feed_eof()
+  return true
+end
+
+function Protocol:connection_lost(err)
+  local reader = self._reader
+  if err == nil then reader:feed_eof() else reader:set_exception(err) end
+  self._lost, self._err = true, err
+  local waiters = self._close_waiters
+  self._close_waiters = {}
+  wake_all(waiters, err)
+  if self._paused then wake_all(self._drain_waiters, err) end
+  self._writer = nil
+  self._transport = nil
+end
+
+function Protocol:pause_writing()
+  self._paused = true
+end
+
+function Protocol:resume_writing()
+  self._paused = false
+  wake_all(self._drain_waiters)
+end
+
+-- asyncio's FlowControlMixin._drain_helper.
+function Protocol:_drain_helper()
+  if self._lost then
+    error(OSError("ECONNRESET: Connection lost", { code = "ECONNRESET" }), 0)
+  end
+  if not self._paused then return end
+  wait_in(self._drain_waiters, "drain")
+end
+
+-- Returns once connection_lost came; raises its error, if any.
+function Protocol:_wait_closed()
+  if not self._lost then wait_in(self._close_waiters, "wait_closed") end
+  if self._err ~= nil then error(self._err, 0) end
+end
+
+function Protocol:__tostring()
+  return ("loom.StreamReaderProtocol (%s)"):format(
+    self._lost and "lost" or self._transport and "connected" or "new")
+end
+
+-- StreamWriter(transport, protocol, [reader]).
+function M.StreamWriter(transport, protocol, reader)
+  if transport == nil then
+    error("bad argument #1 to 'StreamWriter' (transport expected, got nil)", 2)
+  end
+  if getmetatable(protocol) ~= Protocol then
+    error(("bad argument #2 to 'StreamWriter' (loom.StreamReaderProtocol "
+      .. "expected, got %s)"):format(typename(protocol)), 2)
+  end
+  if reader ~= nil and getmetatable(reader) ~= MT then
+    error(("bad argument #3 to 'StreamWriter' (loom.StreamReader "
+      .. "expected, got %s)"):format(typename(reader)), 2)
+  end
+  return new_writer(transport, protocol, reader)
+end
+
+local function checkw(self, fname)
+  if getmetatable(self) ~= Writer then
+    error(("bad argument #1 to '%s' (loom.StreamWriter expected, got %s)")
+      :format(fname, typename(self)), 3)
+  end
+  return self.transport
+end
+
+function Writer:write(data)
+  checkw(self, "write"):write(data)
+end
+
+function Writer:writelines(list)
+  checkw(self, "writelines"):writelines(list)
+end
+
+function Writer:write_eof()
+  return checkw(self, "write_eof"):write_eof()
+end
+
+function Writer:can_write_eof()
+  return checkw(self, "can_write_eof"):can_write_eof()
+end
+
+function Writer:close()
+  return checkw(self, "close"):close()
+end
+
+function Writer:is_closing()
+  return checkw(self, "is_closing"):is_closing()
+end
+
+function Writer:get_extra_info(name, default)
+  return checkw(self, "get_extra_info"):get_extra_info(name, default)
+end
+
+function Writer:wait_closed()
+  checkw(self, "wait_closed")
+  self._protocol:_wait_closed()
+end
+
+-- drain(): returns at once unless the transport is paused for writing;
+-- then waits until it resumes. Raises the reader's error, and once the
+-- connection is lost, its error or OSError ECONNRESET.
+function Writer:drain()
+  local t = checkw(self, "drain")
+  local reader = self._reader
+  if reader ~= nil then
+    local e = reader:exception()
+    if e ~= nil then error(e, 0) end
+  end
+  if t:is_closing() then
+    -- Let connection_lost run, so that a loop of write and drain sees
+    -- the connection go (asyncio does the same).
+    sleep(0)
+  end
+  self._protocol:_drain_helper()
+end
+
+Writer.__close = Writer.close
+
+function Writer:__tostring()
+  return ("loom.StreamWriter (%s)"):format(tostring(self.transport))
+end
+
+-- Splits opts into the reader's limit and the options for the loop
+-- method (a copy without limit, or nil).
+local function split_opts(opts, fname, argn)
+  if opts == nil then return nil, nil end
+  if type(opts) ~= "table" then
+    error(("bad argument #%d to '%s' (table expected, got %s)")
+      :format(argn, fname, typename(opts)), 3)
+  end
+  local limit, rest = nil, nil
+  for k, v in pairs(opts) do
+    if k == "limit" then
+      limit = v
+    else
+      rest = rest or {}
+      rest[k] = v
+    end
+  end
+  if limit ~= nil and (math.type(limit) ~= "integer" or limit <= 0) then
+    error(("bad argument #%d to '%s' (limit must be a positive integer, "
+      .. "got %s)"):format(argn, fname, tostring(limit)), 3)
+  end
+  return limit, rest
+end
+
+-- open_connection(host, port, [opts]) -> reader, writer. Inside a task.
+function M.open_connection(host, port, opts)
+  local limit, copts = split_opts(opts, "open_connection", 3)
+  local loop = running_loop()
+  if loop == nil then error("open_connection: no running event loop", 2) end
+  local reader = core._StreamReader(limit)
+  local protocol = new_protocol(reader)
+  local transport = loop:create_connection(function() return protocol end,
+                                           host, port, copts)
+  return reader, new_writer(transport, protocol, reader)
+end
+
+-- start_server(client_connected_cb, host, port, [opts]) -> server; each
+-- connection runs client_connected_cb(reader, writer) as a task.
+function M.start_server(cb, host, port, opts)
+  if not callable(cb) then
+    error(("bad argument #1 to 'start_server' (function expected, got %s)")
+      :format(typename(cb)), 2)
+  end
+  local limit, sopts = split_opts(opts, "start_server", 4)
+  local loop = running_loop()
+  if loop == nil then error("start_server: no running event loop", 2) end
+  local function factory()
+    return new_protocol(core._StreamReader(limit), cb)
+  end
+  return loop:create_server(factory, host, port, sopts)
+end
+
 return M

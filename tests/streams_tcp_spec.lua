@@ -1,0 +1,456 @@
+-- streams_tcp_spec.lua: streams over TCP (lua/loom/streams.lua):
+-- open_connection, start_server, StreamWriter, StreamReaderProtocol,
+-- flow control both ways. Real-time loops on 127.0.0.1, each test under
+-- a guard so that nothing can hang.
+
+local H = require "helper"
+local loom = require "loom"
+H.setup()
+
+local raised, contains = H.raised, H.contains
+
+local function rtloop()
+  return H.loop{virtual_time = false}
+end
+
+-- Runs fn as a task on loop with a guard: fails after secs seconds.
+local function run(loop, fn, secs)
+  return loop:run_until_complete(function()
+    return loom.wait_for(loom.create_task(fn), secs or 10)
+  end)
+end
+
+local function port_of(server) return server:sockets()[1].port end
+
+-- n bytes of a pattern that does not repeat every power of two.
+local function pattern(n, seed)
+  local s = {}
+  local x = seed or 7
+  for i = 1, 251 do
+    x = (x * 1103515245 + 12345) % 2147483648
+    s[i] = string.char(x % 256)
+  end
+  local block = table.concat(s)
+  return block:rep(n // #block + 1):sub(1, n)
+end
+
+-- An echo handler: lines until EOF, then closes.
+local function echo_lines(r, w)
+  for line in r:lines() do
+    w:write(line)
+    w:drain()
+  end
+  w:close()
+  w:wait_closed()
+end
+
+-- An echo handler by blocks, with drain.
+local function echo_blocks(r, w)
+  while true do
+    local s = r:read(65536)
+    if s == "" then break end
+    w:write(s)
+    w:drain()
+  end
+  w:close()
+end
+
+-- Closes server and awaits it.
+local function shut(server)
+  server:close()
+  server:wait_closed()
+end
+
+describe("streams over TCP", function()
+  it("echoes lines, exact sizes and read(-1) to EOF after write_eof", function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(echo_lines, "127.0.0.1", 0)
+      assert.is_true(server:is_serving())
+      local r, w = loom.open_connection("127.0.0.1", port_of(server))
+      assert.are.equal("loom.StreamReader", getmetatable(r).__name)
+      w:write("hello\n")
+      assert.are.equal("hello\n", r:readline())
+      w:writelines{"a", "b", "c\n", "de", "f\n"}
+      w:drain()
+      assert.are.equal("abc\n", r:readexactly(4))
+      assert.are.equal("def\n", r:readuntil("\n"))
+      w:write("one\ntwo\nthree")       -- the last line has no newline
+      assert.is_true(w:can_write_eof())
+      w:write_eof()
+      assert.are.equal("one\ntwo\nthree", r:read(-1))
+      assert.are.equal("", r:read())
+      assert.is_true(r:at_eof())
+      assert.is_false(w:is_closing())  -- half-open: asyncio keeps it
+      w:close()
+      assert.is_true(w:is_closing())
+      w:wait_closed()
+      w:wait_closed()                  -- again: returns at once
+      shut(server)
+    end)
+  end)
+
+  it("transfers 4 MiB byte-exact with drain and flow control", function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(echo_blocks, "127.0.0.1", 0,
+                                       {limit = 4096})
+      local r, w = loom.open_connection("127.0.0.1", port_of(server),
+                                        {limit = 8192})
+      local t = w.transport
+      t:set_write_buffer_limits(32768)
+      local data = pattern(4 * 1024 * 1024)
+      local reader = loom.create_task(function() return r:read(-1) end)
+      local over = 0
+      for i = 1, #data, 100000 do
+        w:write(data:sub(i, i + 99999))
+        if t:get_write_buffer_size() > 32768 then over = over + 1 end
+        w:drain()
+        assert.is_true(t:get_write_buffer_size() <= 32768)
+      end
+      w:write_eof()
+      local got = reader:await()
+      assert.are.equal(#data, #got)
+      assert.is_true(got == data)
+      assert.is_true(over > 0, "the write buffer never went past high")
+      w:close()
+      w:wait_closed()
+      shut(server)
+    end, 30)
+  end)
+
+  it("drain blocks while the peer does not read; cancelling it is safe", function()
+    local loop = rtloop()
+    run(loop, function()
+      local go = loom.Event()
+      local total = loop:create_future()
+      local server = loom.start_server(function(r, w)
+        go:wait()
+        local n = 0
+        while true do
+          local s = r:read(1 << 20)
+          if s == "" then break end
+          n = n + #s
+        end
+        total:set_result(n)
+        w:write(tostring(n))
+        w:close()
+      end, "127.0.0.1", 0)
+      local r, w = loom.open_connection("127.0.0.1", port_of(server))
+      local chunk = pattern(1 << 20)
+      local sent, blocked = 0, false
+      while sent < 256 * (1 << 20) do
+        w:write(chunk)
+        sent = sent + #chunk
+        local ok, e = pcall(loom.wait_for, loom.create_task(w.drain, w), 0.2)
+        if not ok then
+          assert.is_true(loom.TimeoutError:is(e))
+          blocked = true
+          break
+        end
+      end
+      assert.is_true(blocked, "drain never blocked")
+      assert.is_true(w.transport:get_write_buffer_size() > 65536)
+      -- Every cancelled drain took its waiter away.
+      assert.are.equal(0, #w._protocol._drain_waiters)
+      -- Two more drains; one is cancelled, the other one completes.
+      local d1 = loom.create_task(function() w:drain(); return "d1" end)
+      local d2 = loom.create_task(function() w:drain(); return "d2" end)
+      loom.sleep(0.05)
+      assert.are.equal(2, #w._protocol._drain_waiters)
+      assert.is_false(d1:done())
+      d1:cancel()
+      loom.sleep(0)
+      assert.is_true(d1:cancelled())
+      assert.are.equal(1, #w._protocol._drain_waiters)
+      go:set()
+      assert.are.equal("d2", d2:await())
+      w:drain()                          -- not paused: returns at once
+      w:write_eof()
+      assert.are.equal(sent, total:await())
+      assert.are.equal(tostring(sent), r:read(-1))
+      w:close()
+      w:wait_closed()
+      shut(server)
+    end, 60)
+  end)
+
+  it("raises OSError ECONNREFUSED", function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(echo_lines, "127.0.0.1", 0)
+      local port = port_of(server)
+      shut(server)
+      local ok, e = pcall(loom.open_connection, "127.0.0.1", port)
+      assert.is_false(ok)
+      assert.is_true(loom.OSError:is(e))
+      assert.are.equal("ECONNREFUSED", e.code)
+    end)
+  end)
+
+  it("closes a writer on <close> and wait_closed returns", function()
+    local loop = rtloop()
+    run(loop, function()
+      local seen = loop:create_future()
+      local server = loom.start_server(function(r, w)
+        seen:set_result(r:read(-1))
+        w:close()
+      end, "127.0.0.1", 0)
+      local writer
+      do
+        local _, w <close> = loom.open_connection("127.0.0.1", port_of(server))
+        writer = w
+        w:write("bye")
+      end
+      assert.is_true(writer:is_closing())
+      assert.are.equal("bye", seen:await())
+      writer:wait_closed()
+      -- Closed: drain raises ECONNRESET, writes are ignored.
+      local e = raised(writer.drain, writer)
+      assert.is_true(loom.OSError:is(e))
+      assert.are.equal("ECONNRESET", e.code)
+      writer:write("ignored")
+      shut(server)
+    end)
+  end)
+
+  it("wait_closed and reads raise the error the connection was lost with", function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(function(_, w)
+        w.transport:pause_reading()
+        w:write("ready\n")
+        loom.sleep(0.2)                -- the client's data stays unread
+        w.transport:abort()            -- so the close sends a reset
+      end, "127.0.0.1", 0)
+      local r, w = loom.open_connection("127.0.0.1", port_of(server))
+      assert.are.equal("ready\n", r:readline())
+      w:write(("x"):rep(1000))
+      local e = raised(r.read, r)
+      assert.is_true(loom.OSError:is(e))
+      assert.are.equal("ECONNRESET", e.code)
+      assert.are.equal(e, raised(w.wait_closed, w))
+      assert.are.equal(e, raised(w.drain, w))
+      assert.are.equal(e, r:exception())
+      shut(server)
+    end)
+  end)
+
+  it("reports an error in the client callback, closes it, keeps serving", function()
+    local loop = rtloop()
+    local got = H.capture(loop)
+    run(loop, function()
+      local n = 0
+      local server = loom.start_server(function(r, w)
+        n = n + 1
+        local line = r:readline()
+        if line == "fail\n" then error("boom", 0) end
+        w:write("ok " .. line)
+        w:close()
+      end, "127.0.0.1", 0)
+      local port = port_of(server)
+      local r1, w1 = loom.open_connection("127.0.0.1", port)
+      w1:write("fail\n")
+      assert.are.equal("", r1:read())  -- the server closed it
+      w1:close()
+      local r2, w2 = loom.open_connection("127.0.0.1", port)
+      w2:write("again\n")
+      assert.are.equal("ok again\n", r2:read(-1))
+      w2:close()
+      w2:wait_closed()
+      shut(server)
+      assert.are.equal(2, n)
+    end)
+    local rs = H.reports(got, "Unhandled exception in client_connected_cb")
+    assert.are.equal(1, #rs)
+    assert.are.equal("boom", rs[1].exception)
+    assert.is_not_nil(rs[1].transport)
+    assert.is_not_nil(rs[1].task)
+    assert.are.equal(1, #got)          -- nothing "never retrieved"
+  end)
+
+  it("closes the connection of a cancelled client callback", function()
+    local loop = rtloop()
+    run(loop, function()
+      local task = loop:create_future()
+      local server = loom.start_server(function(r)
+        task:set_result(loom.current_task())
+        r:read()
+      end, "127.0.0.1", 0)
+      local r, w = loom.open_connection("127.0.0.1", port_of(server))
+      task:await():cancel()
+      assert.are.equal("", r:read())
+      w:close()
+      shut(server)
+    end)
+  end)
+
+  it("serves 50 clients × 100 messages, every byte checked", function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(echo_lines, "127.0.0.1", 0)
+      local port = port_of(server)
+      local function client(id)
+        local r, w <close> = loom.open_connection("127.0.0.1", port)
+        local msgs = {}
+        for i = 1, 100 do
+          msgs[i] = ("%d:%d:%s\n"):format(id, i, ("z"):rep((id * i) % 300))
+          w:write(msgs[i])
+        end
+        w:drain()
+        for i = 1, 100 do
+          local line = r:readline()
+          if line ~= msgs[i] then error(("client %d message %d"):format(id, i)) end
+        end
+        w:write_eof()
+        assert.are.equal("", r:read(-1))
+        return id
+      end
+      local tasks = {}
+      for id = 1, 50 do tasks[id] = loom.create_task(client, id) end
+      local res = {loom.gather(table.unpack(tasks))}
+      for id = 1, 50 do assert.are.equal(id, res[id]) end
+      shut(server)
+    end, 30)
+  end)
+
+  it("applies the reader limit over TCP", function()
+    local loop = rtloop()
+    run(loop, function()
+      local body = ("x"):rep(3000)
+      local server = loom.start_server(function(r, w)
+        w:write(body .. "\nok\n")
+        w:write(pattern(200000))
+        w:write_eof()
+        r:read(-1)
+        w:close()
+      end, "127.0.0.1", 0)
+      local r, w = loom.open_connection("127.0.0.1", port_of(server),
+                                        {limit = 1024})
+      local e = raised(r.readuntil, r, "\n")
+      assert.is_true(loom.LimitOverrunError:is(e))
+      assert.is_true(e.consumed > 1024)
+      assert.are.equal(body .. "\n", r:readexactly(3001))
+      assert.are.equal("ok\n", r:readline())
+      loom.sleep(0.1)                   -- the transport pauses past 2048
+      assert.is_false(w.transport:is_reading())
+      assert.is_true(r:read(-1) == pattern(200000))
+      w:close()
+      w:wait_closed()
+      shut(server)
+    end)
+  end)
+
+  it("get_extra_info, transport, tostring", function()
+    local loop = rtloop()
+    run(loop, function()
+      local peer = loop:create_future()
+      local server = loom.start_server(function(r, w)
+        peer:set_result(w:get_extra_info("peername"))
+        r:read(-1)
+        w:close()
+      end, "127.0.0.1", 0)
+      local port = port_of(server)
+      local _, w = loom.open_connection("127.0.0.1", port)
+      local pn = w:get_extra_info("peername")
+      assert.are.equal("127.0.0.1", pn.host)
+      assert.are.equal(port, pn.port)
+      local sn = w:get_extra_info("sockname")
+      assert.are.same(sn, peer:await())
+      assert.are.equal("dflt", w:get_extra_info("nothing", "dflt"))
+      assert.is_nil(w:get_extra_info("nothing"))
+      assert.are.equal("loom.TCPTransport", getmetatable(w.transport).__name)
+      contains("loom.StreamWriter", tostring(w))
+      contains("loom.StreamReaderProtocol", tostring(w._protocol))
+      w:close()
+      w:wait_closed()
+      shut(server)
+    end)
+  end)
+
+  it("StreamReaderProtocol and StreamWriter by hand", function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(echo_lines, "127.0.0.1", 0)
+      local reader = loom.StreamReader()
+      local proto = loom.StreamReaderProtocol(reader)
+      local t = loop:create_connection(function() return proto end,
+                                       "127.0.0.1", port_of(server))
+      local w = loom.StreamWriter(t, proto, reader)
+      assert.are.equal(t, w.transport)
+      w:write("by hand\n")
+      assert.are.equal("by hand\n", reader:readline())
+      w:close()
+      w:wait_closed()
+      assert.is_true(reader:at_eof())
+      shut(server)
+    end)
+  end)
+
+  it("wakes a waiting wait_closed, and cancelling one is safe", function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(echo_lines, "127.0.0.1", 0)
+      local _, w = loom.open_connection("127.0.0.1", port_of(server))
+      local a = loom.create_task(function() w:wait_closed(); return "a" end)
+      local b = loom.create_task(function() w:wait_closed(); return "b" end)
+      loom.sleep(0.01)
+      b:cancel()
+      loom.sleep(0)
+      assert.is_true(b:cancelled())
+      assert.is_false(a:done())
+      local r2 = w._protocol._reader
+      w:write_eof()                    -- the server closes on EOF,
+      assert.are.equal("", r2:read(-1))
+      loom.sleep(0.05)
+      assert.is_false(a:done())        -- yet this side stays half-open
+      w:close()
+      assert.are.equal("a", a:await())
+      assert.is_true(w:is_closing())
+      shut(server)
+    end)
+  end)
+
+  it("rejects bad input", function()
+    local loop = rtloop()
+    contains("no running event loop", raised(loom.start_server, echo_lines, "127.0.0.1", 0))
+    contains("no running event loop", raised(loom.open_connection, "127.0.0.1", 1))
+    run(loop, function()
+      contains("bad argument #1 to 'start_server' (function expected, got nil)",
+        raised(loom.start_server, nil, "127.0.0.1", 0))
+      contains("bad argument #4 to 'start_server' (table expected, got number)",
+        raised(loom.start_server, echo_lines, "127.0.0.1", 0, 5))
+      contains("bad argument #3 to 'open_connection' (table expected, got string)",
+        raised(loom.open_connection, "127.0.0.1", 1, "x"))
+      for _, lim in ipairs{0, -1, 1.5, "10"} do
+        contains("limit must be a positive integer",
+          raised(loom.open_connection, "127.0.0.1", 1, {limit = lim}))
+        contains("limit must be a positive integer",
+          raised(loom.start_server, echo_lines, "127.0.0.1", 0, {limit = lim}))
+      end
+      contains("create_connection", raised(loom.open_connection, "127.0.0.1", "x"))
+      contains("create_server", raised(loom.start_server, echo_lines, "127.0.0.1", -1))
+      contains("bad argument #1 to 'StreamReaderProtocol' (loom.StreamReader expected",
+        raised(loom.StreamReaderProtocol, {}))
+      contains("bad argument #2 to 'StreamReaderProtocol' (function expected",
+        raised(loom.StreamReaderProtocol, loom.StreamReader(), 5))
+      contains("bad argument #1 to 'StreamWriter' (transport expected",
+        raised(loom.StreamWriter))
+      contains("bad argument #2 to 'StreamWriter' (loom.StreamReaderProtocol expected",
+        raised(loom.StreamWriter, {}, {}))
+      local server = loom.start_server(echo_lines, "127.0.0.1", 0)
+      local _, w = loom.open_connection("127.0.0.1", port_of(server))
+      contains("bad argument #1 to 'write' (loom.StreamWriter expected, got string)",
+        raised(w.write, "data"))
+      contains("bad argument #1 to 'drain' (loom.StreamWriter expected, got nil)",
+        raised(w.drain))
+      raised(w.write, w, {})
+      raised(w.writelines, w, {1, {}})
+      contains("bad argument #3 to 'StreamWriter' (loom.StreamReader expected",
+        raised(loom.StreamWriter, w.transport, w._protocol, 5))
+      w:close()
+      w:wait_closed()
+      shut(server)
+    end)
+  end)
+end)
