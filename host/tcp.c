@@ -50,7 +50,7 @@ enum { SUV_FACTORY = 1, SUV_LOOP, SUV_WAITERS, SUV_CONNS,
        SUV_COUNT = SUV_CONNS };
 
 #define DEFAULT_HIGH (64 * 1024)
-#define READ_BUFSIZE (64 * 1024)
+#define READ_BUFSIZE (256 * 1024)  /* as uvloop: a 100 KiB message in one read */
 
 struct tcp_ud;
 
@@ -819,6 +819,22 @@ static int transport_get_extra_info (lua_State *L) {
   return 1;
 }
 
+/* transport:set_nodelay(on): TCP_NODELAY on (true, the default of every
+** transport) or off (Nagle's algorithm). No-op once closed. */
+static int transport_set_nodelay (lua_State *L) {
+  tcp_ud *u = checkt(L);
+  int r;
+  luaL_checkany(L, 2);
+  if (u->c == NULL || u->c->closed)
+    return 0;
+  r = uv_tcp_nodelay(&u->c->h, lua_toboolean(L, 2));
+  if (r < 0) {
+    loom__push_oserror(L, r, "set_nodelay");
+    return lua_error(L);
+  }
+  return 0;
+}
+
 static int transport_get_protocol (lua_State *L) {
   checkt(L);
   lua_getiuservalue(L, 1, TUV_PROTO);
@@ -896,7 +912,6 @@ static conn *newtransport (lua_State *L, loom_loop *loop, int loopidx) {
   c->low = DEFAULT_HIGH / 4;
   c->reading = 1;
   u->c = c;
-  uv_tcp_nodelay(&c->h, 1);
   return c;
 }
 
@@ -934,6 +949,7 @@ static int on_connect (lua_State *L) {
     futcall(L, 3, "set_exception", 1);
     return 0;
   }
+  uv_tcp_nodelay(&c->h, 1);  /* as asyncio does for every TCP transport */
   lua_pushcfunction(L, loom__traceback);  /* 4 */
   lua_getiuservalue(L, 1, TUV_PROTO);     /* the factory */
   if (lua_pcall(L, 0, 1, 4) != LUA_OK) {
@@ -1085,6 +1101,7 @@ static int on_accept (lua_State *L) {
     conn_close(L, c, 0, 0);
     return 0;
   }
+  uv_tcp_nodelay(&c->h, 1);  /* as asyncio does for every TCP transport */
   lua_pushvalue(L, 4);
   c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, 1);
@@ -1368,6 +1385,7 @@ static const luaL_Reg transport_methods[] = {
   {"resume_reading", transport_resume_reading},
   {"is_reading", transport_is_reading},
   {"get_extra_info", transport_get_extra_info},
+  {"set_nodelay", transport_set_nodelay},
   {"set_write_buffer_limits", transport_set_write_buffer_limits},
   {"get_write_buffer_limits", transport_get_write_buffer_limits},
   {"get_write_buffer_size", transport_get_write_buffer_size},

@@ -13,7 +13,12 @@ as in ../shared/bench/peers/report.py.
 
 queue, lock and gather (scripts/bench/<w>.lua against scripts/bench/py/<w>.py)
 are measured for loom, asyncio and uvloop only, and have their own section.
+
+echo (workloads echo-s<SIZE>-c<CONNS>: requests/s of one C epoll client
+against each echo server) has its own table, with loom's ratio to libuv-c
+and uvloop-proto and the protocol API's targets per cell.
 """
+import re
 import csv
 import os
 import statistics
@@ -22,6 +27,20 @@ from collections import defaultdict
 
 PEERS = ["asyncio", "uvloop", "luv", "cqueues", "lua-coro", "node", "libuv-c"]
 ALL = ["loom"] + PEERS
+ECHO_SERVERS = ["loom", "asyncio-proto", "uvloop-proto", "luv", "node", "libuv-c"]
+ECHO_RE = re.compile(r"^echo-s(\d+)-c(\d+)$")
+
+
+def load_echo(path):
+    """(size, conns) -> server -> [requests/s], across repetitions."""
+    res = defaultdict(lambda: defaultdict(list))
+    with open(path) as f:
+        for r in csv.DictReader(f, delimiter="\t"):
+            m = ECHO_RE.match(r["workload"])
+            v = num(r.get("ops_per_sec"))
+            if m and v is not None:
+                res[(int(m.group(1)), int(m.group(2)))][r["peer"]].append(v)
+    return res
 
 
 def num(x):
@@ -130,6 +149,7 @@ def main():
         ("ping-pong (one-way passes)", "pingpong", "ops_per_sec", lambda v: si(v).strip() + " passes/s", "rate"),
         ("ping-pong peak RSS", "pingpong", "peak_rss_kb", mib, "mem"),
     ]
+    head = len(out)
     p("## loom and its ratio to each peer\n")
     p("Rates and total times: how many times faster loom is (loom rate / peer rate, "
       "or peer time / loom time; above 1 = loom faster). "
@@ -159,7 +179,10 @@ def main():
             parts.append(f"{rx(r)} {q}")
         p(f"- **{label}** (N={nlabel}): loom {show(lv)}{spr}"
           + (" = " + ", ".join(parts) if parts else ""))
-    p("")
+    if len(out) == head + 2:
+        del out[head:]  # nothing of these workloads measured (e.g. echo alone)
+    else:
+        p("")
 
     # ------------------------------------------------ queue, lock, gather
     # Programs of this repository (scripts/bench/py/) for asyncio and uvloop
@@ -230,6 +253,51 @@ def main():
             p("| " + " | ".join(t) + " |")
         p("")
 
+    # ------------------------------------------------ echo
+    echo = load_echo(sys.argv[1])
+    echo_lines = []
+    if echo:
+        e = echo_lines.append
+        cols = [q for q in ECHO_SERVERS if any(q in d for d in echo.values())]
+        cols += sorted({q for d in echo.values() for q in d} - set(cols))
+        e("## echo (TCP echo, requests/s)\n")
+        e("One C epoll client (the peers' echo/client.c): CONNS connections each send "
+          "SIZE bytes and wait for the whole echo, for ECHO_SECS. Server pinned on "
+          "SERVER_CPU, client on CLIENT_CPU. loom runs scripts/examples/echo_server.lua "
+          "(protocol API). Ratios: loom req/s / the peer's (above 1 = loom faster). "
+          "Target (protocol API), at 10 and 100 connections on every size: "
+          ">= 0.95x libuv-c and ahead of uvloop-proto (> 1x).\n")
+        hdr = ["size", "conns"] + cols + ["loom / libuv-c", "loom / uvloop-proto", "target"]
+        e("| " + " | ".join(hdr) + " |")
+        e("|" + "|".join("---" for _ in hdr) + "|")
+        emet = emeas = ecells = 0
+        for size, conns in sorted(echo):
+            d = echo[(size, conns)]
+            md = {q: statistics.median(vs) for q, vs in d.items() if vs}
+            cells = [(si(md[q]).strip() + spread(d[q])) if q in md else "–" for q in cols]
+            lv = md.get("loom")
+            rc = md.get("libuv-c")
+            ru = md.get("uvloop-proto")
+            r_c = lv / rc if lv and rc else None
+            r_u = lv / ru if lv and ru else None
+            if conns in (10, 100):
+                ecells += 1
+                if r_c is None or r_u is None:
+                    tgt = "not measured"
+                else:
+                    emeas += 1
+                    ok = r_c >= 0.95 and r_u > 1
+                    emet += ok
+                    tgt = "met" if ok else "NOT MET"
+            else:
+                tgt = "(no target)"
+            sz = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
+            e("| " + " | ".join([sz, str(conns)] + cells
+                                + [rx(r_c) if r_c else "–", rx(r_u) if r_u else "–", tgt]) + " |")
+        e(f"\n{emet} of {ecells} echo target cells met"
+          + (f" ({ecells - emeas} not measured)" if emeas < ecells else "") + ".\n")
+        out.extend(echo_lines)
+
     # ------------------------------------------------ targets
     def rate_ratio(w, q):
         a, b = med(w, "loom", "ops_per_sec"), med(w, q, "ops_per_sec")
@@ -257,6 +325,9 @@ def main():
         ("lock >= 3x uvloop", rate_ratio("lock", "uvloop"), ">=", 3),
         ("gather >= 3x uvloop", rate_ratio("gather", "uvloop"), ">=", 3),
     ]
+    if echo and all(r is None for _, r, _, _ in targets):
+        print("\n".join(out))  # an echo-only run: no other target measured
+        return
     p("## Targets\n")
     p("| target | measured | |")
     p("|---|---|---|")

@@ -17,7 +17,13 @@
 # and copies table.md to build/bench/latest.md.
 #
 # usage: scripts/bench/run.sh [workload ...]
-#   (callbacks timers tasks pingpong queue lock gather; default all, in that order)
+#   (callbacks timers tasks pingpong queue lock gather echo; default all, in that order)
+# echo: TCP echo servers driven by the peers' C epoll client (echo/client.c,
+# built into build/bench/peers-bin/): loom's scripts/examples/echo_server.lua
+# (protocol API) and the peers' asyncio-proto, uvloop-proto, luv, node and
+# libuv-c servers, each started pinned on SERVER_CPU and measured with the
+# client pinned on CLIENT_CPU for every size x connections, ECHO_SECS each
+# (as the peers' run.sh does; cqueues and the streams servers are left out).
 # queue, lock and gather have no program in the peers' directory: they run
 # loom (scripts/bench/<w>.lua) against asyncio and uvloop only, with the
 # Python programs in scripts/bench/py/<w>.py (`python3 <w>.py N PEER [extra]`).
@@ -26,6 +32,8 @@
 #   N_PINGPONG=1000000 N_QUEUE=1000000 (items through a Queue(100))
 #   N_LOCK=1000000 (acquisitions by 100 tasks) N_GATHER=10000 (tasks per gather)
 #   GATHER_REPS=20 (gathers) MICRO_CPU=0 (empty = not pinned) TIMEOUT=300 (s per program)
+#   ECHO_SECS=1 ECHO_SIZES="1024 10240 102400" (bytes) ECHO_CONNS="1 10 100"
+#   SERVER_CPU=0 CLIENT_CPU=1 (echo: server and client pinned apart) BASE_PORT=24000
 #   PEERS="asyncio uvloop luv cqueues lua-coro node libuv-c" (subset to run;
 #   PEERS=none runs loom alone)   NO_INSTALL=1 (never apt-get missing peers)
 #   PEERS_DIR=<repo>/../shared/bench/peers  PY=/usr/bin/python3 LUA=lua5.4 NODE=node
@@ -46,6 +54,11 @@ N_QUEUE=${N_QUEUE:-1000000}
 N_LOCK=${N_LOCK:-1000000}
 N_GATHER=${N_GATHER:-10000}
 GATHER_REPS=${GATHER_REPS:-20}
+ECHO_SECS=${ECHO_SECS:-1}
+ECHO_SIZES=${ECHO_SIZES:-"1024 10240 102400"}
+ECHO_CONNS=${ECHO_CONNS:-"1 10 100"}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
 MICRO_CPU=${MICRO_CPU-0}
 TIMEOUT=${TIMEOUT:-300}
 PY=${PY:-/usr/bin/python3}     # Debian's python3 (the one with python3-uvloop)
@@ -55,13 +68,13 @@ PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench/peers}
 PEERS=${PEERS:-asyncio uvloop luv cqueues lua-coro node libuv-c}
 [ "$PEERS" = none ] && PEERS=
 ASKED_PEERS=$PEERS             # before any is dropped (for scripts/bench/py)
-WORKLOADS=${*:-callbacks timers tasks pingpong queue lock gather}
+WORKLOADS=${*:-callbacks timers tasks pingpong queue lock gather echo}
 LOOM=$ROOT/build/bin/loom
 BENCH=$ROOT/scripts/bench
 
 for w in $WORKLOADS; do
-  case $w in callbacks|timers|tasks|pingpong|queue|lock|gather) ;;
-    *) echo "unknown workload '$w' (callbacks timers tasks pingpong queue lock gather)" >&2; exit 2 ;;
+  case $w in callbacks|timers|tasks|pingpong|queue|lock|gather|echo) ;;
+    *) echo "unknown workload '$w' (callbacks timers tasks pingpong queue lock gather echo)" >&2; exit 2 ;;
   esac
 done
 
@@ -134,6 +147,24 @@ if has_peer libuv-c; then
   done
 fi
 
+# echo: the peers' client (needed for loom alone too) and libuv-c's server.
+ECHO_OK=
+case " $WORKLOADS " in *" echo "*)
+  if [ ! -f "$PEERS_DIR/echo/client.c" ]; then
+    note "echo skipped: no $PEERS_DIR/echo/client.c"
+  elif ! command -v ss >/dev/null; then
+    note "echo skipped: no ss (iproute2) to wait for the servers' ports"
+  elif gcc -O2 -Wall -o build/bench/peers-bin/echo_client "$PEERS_DIR/echo/client.c" 2>>"$LOG"; then
+    ECHO_OK=1
+    if [ -n "${OK[libuv-c]:-}" ]; then
+      gcc -O2 -Wall -o build/bench/peers-bin/echo_libuv "$PEERS_DIR/echo/c_libuv.c" -luv 2>>"$LOG" ||
+        note "peer libuv-c skipped for echo: gcc failed on echo/c_libuv.c"
+    fi
+  else
+    note "echo skipped: gcc failed on echo/client.c"
+  fi ;;
+esac
+
 # asyncio and uvloop for the programs in scripts/bench/py/ (queue lock
 # gather), which do not need the peers' directory.
 declare -A PYOK
@@ -167,7 +198,7 @@ fi
   [ -n "${OK[node]:-}" ] && echo "node: $($NODE -v)"
   echo "libuv: $(pkg-config --modversion libuv 2>/dev/null); gcc: $(gcc -dumpfullversion 2>/dev/null)"
   echo "peers run: $(for q in $PEERS; do [ -n "${OK[$q]:-}" ] && printf '%s ' "$q"; done)"
-  echo "knobs: REPS=$REPS N_CB=$N_CB N_TIMERS=$N_TIMERS N_TASKS=$N_TASKS N_SLEEPERS=$N_SLEEPERS N_PINGPONG=$N_PINGPONG N_QUEUE=$N_QUEUE N_LOCK=$N_LOCK N_GATHER=$N_GATHER GATHER_REPS=$GATHER_REPS MICRO_CPU=$MICRO_CPU TIMEOUT=$TIMEOUT"
+  echo "knobs: REPS=$REPS N_CB=$N_CB N_TIMERS=$N_TIMERS N_TASKS=$N_TASKS N_SLEEPERS=$N_SLEEPERS N_PINGPONG=$N_PINGPONG N_QUEUE=$N_QUEUE N_LOCK=$N_LOCK N_GATHER=$N_GATHER GATHER_REPS=$GATHER_REPS MICRO_CPU=$MICRO_CPU TIMEOUT=$TIMEOUT ECHO_SECS=$ECHO_SECS ECHO_SIZES='$ECHO_SIZES' ECHO_CONNS='$ECHO_CONNS' SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU"
 } >"$OUT/env.txt"
 cat "$OUT/env.txt"
 
@@ -235,6 +266,65 @@ own() {
   return 0
 }
 
+# ---------------------------------------------------------------- echo
+# As the peers' run.sh: each server is started pinned on SERVER_CPU, waited
+# for on its port, measured by the client (pinned on CLIENT_CPU) for every
+# size x connections, then killed. raw.tsv: workload echo-s<SIZE>-c<C>,
+# n = requests, ops_per_sec = requests/s, extra = MiB/s one way.
+NEXT_PORT=${BASE_PORT:-24000}
+free_port() {  # next port with nothing listening on it; sets PORT
+  while ss -ltnH "sport = :$NEXT_PORT" | grep -q .; do NEXT_PORT=$((NEXT_PORT + 1)); done
+  PORT=$NEXT_PORT; NEXT_PORT=$((NEXT_PORT + 1))
+}
+wait_port() { for _ in $(seq 200); do ss -ltnH "sport = :$1" | grep -q . && return 0; sleep 0.05; done; return 1; }
+pinned() { if command -v taskset >/dev/null; then echo "taskset -c $1"; fi; }
+
+# serve PORT CMD...: starts a server pinned to SERVER_CPU; sets SERVER_PID.
+serve() {
+  local port=$1; shift
+  echo "$(pinned "$SERVER_CPU") $*" >>"$LOG"
+  $(pinned "$SERVER_CPU") "$@" >/dev/null 2>>"$OUT/stderr.log" &
+  SERVER_PID=$!
+  wait_port "$port"
+}
+stop_server() { kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; }
+
+echo_servers() {  # label|command with PORT placeholder
+  local pd=$PEERS_DIR/echo
+  echo "loom|$LOOM $ROOT/scripts/examples/echo_server.lua PORT"
+  [ -n "${OK[asyncio]:-}" ] && echo "asyncio-proto|$PY $pd/py_aio.py PORT asyncio protocol"
+  [ -n "${OK[uvloop]:-}" ] && echo "uvloop-proto|$PY $pd/py_aio.py PORT uvloop protocol"
+  [ -n "${OK[luv]:-}" ] && echo "luv|$LUA $pd/lua_luv.lua PORT"
+  [ -n "${OK[node]:-}" ] && echo "node|$NODE $pd/node.js PORT"
+  [ -n "${OK[libuv-c]:-}" ] && [ -x build/bench/peers-bin/echo_libuv ] &&
+    echo "libuv-c|build/bench/peers-bin/echo_libuv PORT"
+  return 0
+}
+
+echo_suite() {
+  local rep=$1 label cmd
+  [ -n "$ECHO_OK" ] || return 0
+  while IFS='|' read -r label cmd; do
+    free_port; local port=$PORT
+    if ! serve "$port" ${cmd//PORT/$port}; then
+      note "rep $rep: echo server $label did not listen on $port: ${cmd//PORT/$port}"
+      stop_server; continue
+    fi
+    local size c
+    for size in $ECHO_SIZES; do for c in $ECHO_CONNS; do
+      local ccmd="timeout $((${ECHO_SECS%.*} + 30)) $(pinned "$CLIENT_CPU") build/bench/peers-bin/echo_client $port $c $size $ECHO_SECS $label"
+      echo "$ccmd" >>"$LOG"
+      local line w p n s o mib
+      line=$($ccmd 2>>"$OUT/stderr.log")
+      if [ -z "$line" ]; then note "rep $rep: echo $label c=$c size=$size FAILED: $ccmd"; continue; fi
+      read -r w p n s o mib <<<"$line"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\n' "$rep" "$w" "$p" "$n" "$s" "$o" "$mib" >>"$RAW"
+      printf '  %-20s %-14s %10s req/s %9s MiB/s\n' "$w" "$p" "$o" "$mib"
+    done; done
+    stop_server
+  done < <(echo_servers)
+}
+
 START=$(date +%s)
 for rep in $(seq 1 "$REPS"); do
   echo "== repetition $rep/$REPS ($(($(date +%s) - START)) s elapsed)"
@@ -249,6 +339,7 @@ for rep in $(seq 1 "$REPS"); do
       queue)     own "$rep" queue "$N_QUEUE" ;;
       lock)      own "$rep" lock "$N_LOCK" ;;
       gather)    own "$rep" gather "$N_GATHER" "$GATHER_REPS" ;;  # prints N_GATHER*GATHER_REPS
+      echo)      echo_suite "$rep" ;;
     esac
   done
 done
