@@ -90,8 +90,10 @@ GEN_STAMP := $(BUILD)/gen/embedded.stamp
 EXE := $(BUILD)/bin/loom
 SO  := $(BUILD)/lib/loom/core.so
 
+# The last three are real peers for the network tests (curl for the HTTP
+# example, socat and nc for raw TCP, UDP and Unix sockets).
 DEB_PACKAGES := gcc libc6-dev lua5.4 liblua5.4-dev libuv1-dev lua-busted libedit-dev \
-                pkg-config
+                pkg-config curl socat netcat-openbsd
 
 .PHONY: all deps test asan bench demo install uninstall clean FORCE
 
