@@ -17,13 +17,18 @@
 # and copies table.md to build/bench/latest.md.
 #
 # usage: scripts/bench/run.sh [workload ...]
-#   (callbacks timers tasks pingpong queue lock gather echo; default all, in that order)
+#   (callbacks timers tasks pingpong queue lock gather echo http; default all, in that order)
 # echo: TCP echo servers driven by the peers' C epoll client (echo/client.c,
 # built into build/bench/peers-bin/): loom's scripts/examples/echo_server.lua
 # (protocol API) and the peers' asyncio-proto, uvloop-proto, luv, node and
 # libuv-c servers, each started pinned on SERVER_CPU and measured with the
 # client pinned on CLIENT_CPU for every size x connections, ECHO_SECS each
 # (as the peers' run.sh does; cqueues and the streams servers are left out).
+# http: HTTP/1.1 hello-world servers under `wrk -t1 -cC -dHTTP_SECS` (wrk
+# pinned on CLIENT_CPU, the server on SERVER_CPU): loom's
+# scripts/examples/http_server.lua (protocol API) and the peers' http/
+# servers (asyncio-proto, uvloop-proto, luv, cqueues, node, libuv-c), for
+# every C in HTTP_CONNS, as the peers' run.sh does. Needs wrk.
 # queue, lock and gather have no program in the peers' directory: they run
 # loom (scripts/bench/<w>.lua) against asyncio and uvloop only, with the
 # Python programs in scripts/bench/py/<w>.py (`python3 <w>.py N PEER [extra]`).
@@ -33,7 +38,8 @@
 #   N_LOCK=1000000 (acquisitions by 100 tasks) N_GATHER=10000 (tasks per gather)
 #   GATHER_REPS=20 (gathers) MICRO_CPU=0 (empty = not pinned) TIMEOUT=300 (s per program)
 #   ECHO_SECS=1 ECHO_SIZES="1024 10240 102400" (bytes) ECHO_CONNS="1 10 100"
-#   SERVER_CPU=0 CLIENT_CPU=1 (echo: server and client pinned apart) BASE_PORT=24000
+#   SERVER_CPU=0 CLIENT_CPU=1 (echo, http: server and client pinned apart) BASE_PORT=24000
+#   HTTP_SECS=2 HTTP_CONNS="1 100" (wrk connections)
 #   PEERS="asyncio uvloop luv cqueues lua-coro node libuv-c" (subset to run;
 #   PEERS=none runs loom alone)   NO_INSTALL=1 (never apt-get missing peers)
 #   PEERS_DIR=<repo>/../shared/bench/peers  PY=/usr/bin/python3 LUA=lua5.4 NODE=node
@@ -59,6 +65,8 @@ ECHO_SIZES=${ECHO_SIZES:-"1024 10240 102400"}
 ECHO_CONNS=${ECHO_CONNS:-"1 10 100"}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+HTTP_SECS=${HTTP_SECS:-2}
+HTTP_CONNS=${HTTP_CONNS:-"1 100"}
 MICRO_CPU=${MICRO_CPU-0}
 TIMEOUT=${TIMEOUT:-300}
 PY=${PY:-/usr/bin/python3}     # Debian's python3 (the one with python3-uvloop)
@@ -68,13 +76,13 @@ PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench/peers}
 PEERS=${PEERS:-asyncio uvloop luv cqueues lua-coro node libuv-c}
 [ "$PEERS" = none ] && PEERS=
 ASKED_PEERS=$PEERS             # before any is dropped (for scripts/bench/py)
-WORKLOADS=${*:-callbacks timers tasks pingpong queue lock gather echo}
+WORKLOADS=${*:-callbacks timers tasks pingpong queue lock gather echo http}
 LOOM=$ROOT/build/bin/loom
 BENCH=$ROOT/scripts/bench
 
 for w in $WORKLOADS; do
-  case $w in callbacks|timers|tasks|pingpong|queue|lock|gather|echo) ;;
-    *) echo "unknown workload '$w' (callbacks timers tasks pingpong queue lock gather echo)" >&2; exit 2 ;;
+  case $w in callbacks|timers|tasks|pingpong|queue|lock|gather|echo|http) ;;
+    *) echo "unknown workload '$w' (callbacks timers tasks pingpong queue lock gather echo http)" >&2; exit 2 ;;
   esac
 done
 
@@ -165,6 +173,26 @@ case " $WORKLOADS " in *" echo "*)
   fi ;;
 esac
 
+# http: wrk (needed for loom alone too) and libuv-c's server.
+HTTP_OK=
+case " $WORKLOADS " in *" http "*)
+  if ! command -v wrk >/dev/null; then
+    note "http skipped: no wrk (Debian package wrk)"
+  elif ! command -v ss >/dev/null; then
+    note "http skipped: no ss (iproute2) to wait for the servers' ports"
+  else
+    HTTP_OK=1
+    if [ -n "${OK[libuv-c]:-}" ]; then
+      if [ ! -f "$PEERS_DIR/http/c_libuv.c" ]; then
+        note "peer libuv-c skipped for http: no $PEERS_DIR/http/c_libuv.c"
+      else
+        gcc -O2 -Wall -o build/bench/peers-bin/http_libuv "$PEERS_DIR/http/c_libuv.c" -luv 2>>"$LOG" ||
+          note "peer libuv-c skipped for http: gcc failed on http/c_libuv.c"
+      fi
+    fi
+  fi ;;
+esac
+
 # asyncio and uvloop for the programs in scripts/bench/py/ (queue lock
 # gather), which do not need the peers' directory.
 declare -A PYOK
@@ -198,7 +226,8 @@ fi
   [ -n "${OK[node]:-}" ] && echo "node: $($NODE -v)"
   echo "libuv: $(pkg-config --modversion libuv 2>/dev/null); gcc: $(gcc -dumpfullversion 2>/dev/null)"
   echo "peers run: $(for q in $PEERS; do [ -n "${OK[$q]:-}" ] && printf '%s ' "$q"; done)"
-  echo "knobs: REPS=$REPS N_CB=$N_CB N_TIMERS=$N_TIMERS N_TASKS=$N_TASKS N_SLEEPERS=$N_SLEEPERS N_PINGPONG=$N_PINGPONG N_QUEUE=$N_QUEUE N_LOCK=$N_LOCK N_GATHER=$N_GATHER GATHER_REPS=$GATHER_REPS MICRO_CPU=$MICRO_CPU TIMEOUT=$TIMEOUT ECHO_SECS=$ECHO_SECS ECHO_SIZES='$ECHO_SIZES' ECHO_CONNS='$ECHO_CONNS' SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU"
+  echo "knobs: REPS=$REPS N_CB=$N_CB N_TIMERS=$N_TIMERS N_TASKS=$N_TASKS N_SLEEPERS=$N_SLEEPERS N_PINGPONG=$N_PINGPONG N_QUEUE=$N_QUEUE N_LOCK=$N_LOCK N_GATHER=$N_GATHER GATHER_REPS=$GATHER_REPS MICRO_CPU=$MICRO_CPU TIMEOUT=$TIMEOUT ECHO_SECS=$ECHO_SECS ECHO_SIZES='$ECHO_SIZES' ECHO_CONNS='$ECHO_CONNS' SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU HTTP_SECS=$HTTP_SECS HTTP_CONNS='$HTTP_CONNS'"
+  [ -n "$HTTP_OK" ] && echo "wrk: $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
 } >"$OUT/env.txt"
 cat "$OUT/env.txt"
 
@@ -325,6 +354,54 @@ echo_suite() {
   done < <(echo_servers)
 }
 
+# ---------------------------------------------------------------- http
+# As the peers' run.sh: each server pinned on SERVER_CPU, `wrk -t1 -cC
+# -dHTTP_SECS` pinned on CLIENT_CPU for every C in HTTP_CONNS, then killed.
+# raw.tsv: workload http-c<C>, n = requests, seconds = wrk's duration,
+# ops_per_sec = requests/s, extra = errors (non-2xx + socket errors).
+http_servers() {  # label|command with PORT placeholder
+  local pd=$PEERS_DIR/http
+  echo "loom|$LOOM $ROOT/scripts/examples/http_server.lua PORT"
+  [ -f "$pd/py_aio.py" ] && [ -n "${OK[asyncio]:-}" ] && echo "asyncio-proto|$PY $pd/py_aio.py PORT asyncio"
+  [ -f "$pd/py_aio.py" ] && [ -n "${OK[uvloop]:-}" ] && echo "uvloop-proto|$PY $pd/py_aio.py PORT uvloop"
+  [ -f "$pd/lua_luv.lua" ] && [ -n "${OK[luv]:-}" ] && echo "luv|$LUA $pd/lua_luv.lua PORT"
+  [ -f "$pd/lua_cqueues.lua" ] && [ -n "${OK[cqueues]:-}" ] && echo "cqueues|$LUA $pd/lua_cqueues.lua PORT"
+  [ -f "$pd/node.js" ] && [ -n "${OK[node]:-}" ] && echo "node|$NODE $pd/node.js PORT"
+  [ -n "${OK[libuv-c]:-}" ] && [ -x build/bench/peers-bin/http_libuv ] &&
+    echo "libuv-c|build/bench/peers-bin/http_libuv PORT"
+  return 0
+}
+
+http_suite() {
+  local rep=$1 label cmd
+  [ -n "$HTTP_OK" ] || return 0
+  while IFS='|' read -r label cmd; do
+    free_port; local port=$PORT
+    if ! serve "$port" ${cmd//PORT/$port}; then
+      note "rep $rep: http server $label did not listen on $port: ${cmd//PORT/$port}"
+      stop_server; continue
+    fi
+    local c
+    for c in $HTTP_CONNS; do
+      local wcmd="timeout $((${HTTP_SECS%.*} + 30)) $(pinned "$CLIENT_CPU") wrk -t1 -c$c -d${HTTP_SECS}s http://127.0.0.1:$port/"
+      echo "$wcmd" >>"$LOG"
+      local out reqs secs rps errs
+      out=$($wcmd 2>&1)
+      reqs=$(awk '/requests in/{print $1}' <<<"$out")
+      secs=$(awk '/requests in/{s=$4; sub(/s,$/, "", s); print s}' <<<"$out")
+      rps=$(awk '/Requests\/sec/{print $2}' <<<"$out")
+      errs=$(awk '/Non-2xx/{n+=$NF} /Socket errors/{for(i=4;i<=NF;i+=2){v=$i; sub(/,$/,"",v); n+=v}} END{print n+0}' <<<"$out")
+      if [ -z "$rps" ] || [ -z "$reqs" ]; then
+        note "rep $rep: http $label c=$c FAILED: $wcmd: $(tr '\n' ' ' <<<"$out")"; continue
+      fi
+      [ "$errs" != 0 ] && note "rep $rep: http $label c=$c: $errs errors: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ')"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\n' "$rep" "http-c$c" "$label" "$reqs" "${secs:--}" "$rps" "$errs" >>"$RAW"
+      printf '  %-10s %-14s %12s req/s  (%s errors)\n' "http-c$c" "$label" "$rps" "$errs"
+    done
+    stop_server
+  done < <(http_servers)
+}
+
 START=$(date +%s)
 for rep in $(seq 1 "$REPS"); do
   echo "== repetition $rep/$REPS ($(($(date +%s) - START)) s elapsed)"
@@ -340,6 +417,7 @@ for rep in $(seq 1 "$REPS"); do
       lock)      own "$rep" lock "$N_LOCK" ;;
       gather)    own "$rep" gather "$N_GATHER" "$GATHER_REPS" ;;  # prints N_GATHER*GATHER_REPS
       echo)      echo_suite "$rep" ;;
+      http)      http_suite "$rep" ;;
     esac
   done
 done
