@@ -1,11 +1,15 @@
 /*
 ** tcp.c
 ** TCP transports and servers with asyncio's protocol API:
-** loop:create_connection, loop:create_server.
+** loop:create_connection, loop:create_server, and the same over Unix
+** domain sockets: loop:create_unix_connection, loop:create_unix_server.
 */
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>  /* unlink */
 
 #include "internal.h"
 
@@ -54,8 +58,17 @@ enum { SUV_FACTORY = 1, SUV_LOOP, SUV_WAITERS, SUV_CONNS,
 
 struct tcp_ud;
 
+/* The handle of a transport or listener: TCP or a Unix domain socket
+** (uv_pipe_t with ipc=0). Everything but creating, connecting, binding
+** and naming goes through the uv_stream_t API, so one code path serves
+** both. */
+typedef union sockh {
+  uv_tcp_t tcp;
+  uv_pipe_t pipe;
+} sockh;
+
 typedef struct conn {
-  uv_tcp_t h;               /* first: the close callback frees the conn */
+  sockh h;                  /* first: the close callback frees the conn */
   uv_connect_t creq;        /* while connecting */
   loom_loop *loop;
   lua_State *mainL;         /* for luaL_unref when the loop is not running */
@@ -73,6 +86,7 @@ typedef struct conn {
   uint8_t eof_in;           /* the peer sent EOF */
   uint8_t eof_out;          /* write_eof was called */
   uint8_t paused;           /* pause_writing was called, not resumed */
+  uint8_t unix;             /* h is a uv_pipe_t */
 } conn;
 
 typedef struct tcp_ud {
@@ -90,18 +104,25 @@ typedef struct wreq {
 struct srv_ud;
 
 typedef struct lsn {
-  uv_tcp_t h;               /* first */
+  sockh h;                  /* first */
   loom_loop *loop;
   lua_State *mainL;
   struct srv_ud *ud;
-  int ref;
+  int ref;                  /* anchors the server userdata */
+  int idx;                  /* its slot in ud->s */
 } lsn;
 
+/* Listening sockets of one server: one per address its host resolves
+** to (a Unix server has one). */
+#define MAXLSN 16
+
 typedef struct srv_ud {
-  lsn *s;                   /* NULL once the listener is closed */
+  lsn *s[MAXLSN];           /* NULL once that listener is closed */
+  int nlsn;                 /* slots used */
   int nconns;               /* its transports that are not yet closed */
   uint8_t closed;
-  struct sockaddr_storage addr;
+  uint8_t unix;             /* Unix domain socket server */
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 } srv_ud;
 
 /*
@@ -158,13 +179,15 @@ static void pushaddr (lua_State *L, const struct sockaddr *sa) {
 
 /*
 ** Reads host (hidx) and port (pidx) into ss. host: a numeric IPv4 or
-** IPv6 address, "localhost" (127.0.0.1), or nil when passive (all IPv4
-** interfaces). Raises on bad input, never truncates at an embedded zero.
+** IPv6 address, or nil when passive (all IPv4 interfaces). Returns 1,
+** leaving ss unset, when host is a name to resolve; with names = 0, a
+** name raises, except "localhost", taken as 127.0.0.1. Raises on bad
+** input, never truncates at an embedded zero.
 */
-static void checkaddr (lua_State *L, int hidx, int pidx, int passive,
-                       struct sockaddr_storage *ss) {
+static int checkaddr (lua_State *L, int hidx, int pidx, int passive,
+                      int names, struct sockaddr_storage *ss) {
   const char *host;
-  size_t len;
+  size_t len = 0;
   lua_Integer port;
   int isint;
   memset(ss, 0, sizeof *ss);
@@ -185,16 +208,21 @@ static void checkaddr (lua_State *L, int hidx, int pidx, int passive,
     host = lua_tolstring(L, hidx, &len);
     if (memchr(host, '\0', len) != NULL)
       luaL_argerror(L, hidx, "host contains an embedded zero");
-    if (strcmp(host, "localhost") == 0)
-      host = "127.0.0.1";
   }
   if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0)
-    return;
+    return 0;
   if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0)
-    return;
+    return 0;
+  if (names && len > 0)
+    return 1;
+  if (strcmp(host, "localhost") == 0) {
+    uv_ip4_addr("127.0.0.1", (int)port, (struct sockaddr_in *)ss);
+    return 0;
+  }
   luaL_argerror(L, hidx, lua_pushfstring(L, "'%s' is not a numeric IPv4 or "
-                "IPv6 address nor \"localhost\" (resolve names with "
-                "getaddrinfo first)", host));
+                "IPv6 address nor \"localhost\" (names are resolved only "
+                "inside a task)", host));
+  return 0;
 }
 
 /* Calls fut:method(args...) for the future at fidx with the nargs values
@@ -302,7 +330,7 @@ static void conn_close (lua_State *L, conn *c, int tidx, int erridx) {
 static void lsn_close_cb (uv_handle_t *h) {
   lsn *s = (lsn *)h;
   if (s->ud != NULL)
-    s->ud->s = NULL;
+    s->ud->s[s->idx] = NULL;
   luaL_unref(s->mainL, LUA_REGISTRYINDEX, s->ref);
   free(s);
 }
@@ -806,11 +834,24 @@ static int transport_get_extra_info (lua_State *L) {
   const char *name = luaL_checkstring(L, 2);
   struct sockaddr_storage ss;
   int len = (int)sizeof ss, r = -1;
+  if (u->c != NULL && !u->c->closed && u->c->unix) {
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+    size_t plen = sizeof path;
+    if (strcmp(name, "peername") == 0)
+      r = uv_pipe_getpeername(&u->c->h.pipe, path, &plen);
+    else if (strcmp(name, "sockname") == 0)
+      r = uv_pipe_getsockname(&u->c->h.pipe, path, &plen);
+    if (r == 0)
+      lua_pushlstring(L, path, plen);  /* "" when unnamed, as asyncio */
+    else
+      lua_pushvalue(L, 3);
+    return 1;
+  }
   if (u->c != NULL && !u->c->closed) {
     if (strcmp(name, "peername") == 0)
-      r = uv_tcp_getpeername(&u->c->h, (struct sockaddr *)&ss, &len);
+      r = uv_tcp_getpeername(&u->c->h.tcp, (struct sockaddr *)&ss, &len);
     else if (strcmp(name, "sockname") == 0)
-      r = uv_tcp_getsockname(&u->c->h, (struct sockaddr *)&ss, &len);
+      r = uv_tcp_getsockname(&u->c->h.tcp, (struct sockaddr *)&ss, &len);
   }
   if (r == 0)
     pushaddr(L, (struct sockaddr *)&ss);
@@ -820,14 +861,15 @@ static int transport_get_extra_info (lua_State *L) {
 }
 
 /* transport:set_nodelay(on): TCP_NODELAY on (true, the default of every
-** transport) or off (Nagle's algorithm). No-op once closed. */
+** transport) or off (Nagle's algorithm). No-op once closed, and on a
+** Unix domain socket. */
 static int transport_set_nodelay (lua_State *L) {
   tcp_ud *u = checkt(L);
   int r;
   luaL_checkany(L, 2);
-  if (u->c == NULL || u->c->closed)
+  if (u->c == NULL || u->c->closed || u->c->unix)
     return 0;
-  r = uv_tcp_nodelay(&u->c->h, lua_toboolean(L, 2));
+  r = uv_tcp_nodelay(&u->c->h.tcp, lua_toboolean(L, 2));
   if (r < 0) {
     loom__push_oserror(L, r, "set_nodelay");
     return lua_error(L);
@@ -880,10 +922,11 @@ static int transport_tostring (lua_State *L) {
 
 /*
 ** Makes a transport of the loop at loopidx in the closed state, then its
-** conn with an initialised handle; pushes it. Raises on failure, leaving
-** nothing __gc cannot handle. [-0, +1, e]
+** conn with an initialised handle (a uv_pipe_t when isunix); pushes it.
+** Raises on failure, leaving nothing __gc cannot handle. [-0, +1, e]
 */
-static conn *newtransport (lua_State *L, loom_loop *loop, int loopidx) {
+static conn *newtransport (lua_State *L, loom_loop *loop, int loopidx,
+                           int isunix) {
   tcp_ud *u;
   conn *c;
   int r;
@@ -897,13 +940,18 @@ static conn *newtransport (lua_State *L, loom_loop *loop, int loopidx) {
   if (c == NULL)
     luaL_error(L, "not enough memory");
   memset(c, 0, sizeof *c);
-  r = uv_tcp_init(&loop->uv, &c->h);
+  r = isunix ? uv_pipe_init(&loop->uv, &c->h.pipe, 0)
+             : uv_tcp_init(&loop->uv, &c->h.tcp);
   if (r < 0) {
     free(c);
-    loom__push_oserror(L, r, "tcp");
+    loom__push_oserror(L, r, isunix ? "pipe" : "tcp");
     lua_error(L);
   }
-  c->h.data = (void *)&conn_tag;
+  if (isunix)
+    c->h.pipe.data = (void *)&conn_tag;
+  else
+    c->h.tcp.data = (void *)&conn_tag;
+  c->unix = (uint8_t)(isunix != 0);
   c->loop = loop;
   c->mainL = mainthread(L);
   c->ud = u;
@@ -949,7 +997,9 @@ static int on_connect (lua_State *L) {
     futcall(L, 3, "set_exception", 1);
     return 0;
   }
-  uv_tcp_nodelay(&c->h, 1);  /* as asyncio does for every TCP transport */
+  if (!c->unix)
+    uv_tcp_nodelay(&c->h.tcp, 1);  /* as asyncio does for every TCP
+                                      transport */
   lua_pushcfunction(L, loom__traceback);  /* 4 */
   lua_getiuservalue(L, 1, TUV_PROTO);     /* the factory */
   if (lua_pcall(L, 0, 1, 4) != LUA_OK) {
@@ -1014,6 +1064,27 @@ static void checkopts (lua_State *L, int idx) {
     luaL_checktype(L, idx, LUA_TTABLE);
 }
 
+/* Whether L runs a task of loop (which can await). */
+static int intask (lua_State *L, loom_loop *loop) {
+  return loom__running() == loop && loop->current != NULL
+         && loop->current->co == L;
+}
+
+/*
+** Host at 3 is a name: calls loop:method(factory, host, port, opts) (a
+** private loop method of lua/loom/streams.lua that resolves the name and
+** calls back with numeric addresses) and returns its results. Awaits.
+*/
+static int byname (lua_State *L, const char *method) {
+  lua_settop(L, 5);
+  if (lua_getfield(L, 1, method) == LUA_TNIL)
+    return luaL_argerror(L, 3, "host names need loom.streams (require "
+                         "\"loom\")");
+  lua_insert(L, 1);
+  lua_callk(L, 5, LUA_MULTRET, 0, await_k);
+  return await_k(L, LUA_OK, 0);
+}
+
 /* Checks that the running task of the loop at 1 can await. */
 static loom_loop *checktask (lua_State *L, const char *fname) {
   loom_loop *loop = loom__checkopen(L, 1, fname);
@@ -1026,42 +1097,158 @@ static loom_loop *checktask (lua_State *L, const char *fname) {
 }
 
 /*
-** loop:create_connection(protocol_factory, host, port, [opts]) ->
-** transport, protocol. Awaits (inside a task); raises an OSError when
-** the connection fails.
+** Reads the path of a Unix domain socket at idx into sa. Raises on an
+** embedded zero (never truncated) and on a path too long for sun_path.
 */
-static int loop_create_connection (lua_State *L) {
-  static const char fname[] = "create_connection";
-  loom_loop *loop = checktask(L, fname);
-  struct sockaddr_storage ss;
+static void checkpath (lua_State *L, int idx, struct sockaddr_un *sa) {
+  size_t len;
+  const char *path;
+  if (lua_type(L, idx) != LUA_TSTRING)
+    luaL_typeerror(L, idx, "string");
+  path = lua_tolstring(L, idx, &len);
+  if (memchr(path, '\0', len) != NULL)
+    luaL_argerror(L, idx, "path contains an embedded zero");
+  if (len == 0)
+    luaL_argerror(L, idx, "path is empty");
+  if (len >= sizeof sa->sun_path)
+    luaL_argerror(L, idx, lua_pushfstring(L, "path too long (%d bytes, at "
+                  "most %d)", (int)len, (int)sizeof sa->sun_path - 1));
+  memset(sa, 0, sizeof *sa);
+  sa->sun_family = AF_UNIX;
+  memcpy(sa->sun_path, path, len + 1);
+}
+
+/*
+** opts.local_addr of create_connection (opts at oidx): a table {host=,
+** port=}; *has is 0 when absent. Returns 1 when its host is a name to
+** resolve. Raises on bad input.
+*/
+static int checklocal (lua_State *L, int oidx, struct sockaddr_storage *ss,
+                        int *has) {
+  const char *host;
+  lua_Integer port = 0;
+  int isint = 1;
+  *has = 0;
+  if (!lua_istable(L, oidx))
+    return 0;
+  if (lua_getfield(L, oidx, "local_addr") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  if (!lua_istable(L, -1))
+    luaL_argerror(L, oidx, "local_addr must be a table {host=, port=}");
+  memset(ss, 0, sizeof *ss);
+  lua_getfield(L, -1, "host");
+  lua_getfield(L, -2, "port");
+  if (!lua_isnil(L, -1))
+    port = lua_tointegerx(L, -1, &isint);
+  if (!isint || port < 0 || port > 65535)
+    luaL_argerror(L, oidx, "local_addr.port must be an integer in 0..65535");
+  if (lua_isnil(L, -2))
+    host = "0.0.0.0";
+  else if (lua_type(L, -2) == LUA_TSTRING) {
+    size_t len;
+    host = lua_tolstring(L, -2, &len);
+    if (memchr(host, '\0', len) != NULL)
+      host = NULL;
+  }
+  else
+    host = NULL;
+  if (host != NULL && *host != '\0'
+      && uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) != 0
+      && uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) != 0) {
+    lua_pop(L, 3);
+    return 1;  /* a name */
+  }
+  if (host == NULL
+      || (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) != 0
+          && uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) != 0))
+    luaL_argerror(L, oidx, "local_addr.host must be a numeric IPv4 or IPv6 "
+                  "address");
+  lua_pop(L, 3);
+  *has = 1;
+  return 0;
+}
+
+/*
+** Makes the transport (at 6) and create_connection's future (at 7) for a
+** connection from the loop at 1 with the factory at 2. [-0, +2, e]
+*/
+static conn *begin_connect (lua_State *L, loom_loop *loop, int isunix) {
   conn *c;
-  int r, base;
-  checkcallable(L, 2);
-  checkaddr(L, 3, 4, 0, &ss);
-  checkopts(L, 5);
   lua_settop(L, 5);
-  c = newtransport(L, loop, 1);      /* 6 */
+  c = newtransport(L, loop, 1, isunix);  /* 6 */
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, 6, TUV_PROTO);
-  loom__future_new(L, loop, 1);      /* 7 */
+  loom__future_new(L, loop, 1);          /* 7 */
   lua_pushvalue(L, 7);
   c->futref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, 6);
   c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   c->creq.data = c;
-  r = uv_tcp_connect(&c->creq, &c->h, (struct sockaddr *)&ss, connect_cb);
-  if (r < 0) {  /* no callback will come: close (no Lua calls), raise */
+  return c;
+}
+
+/*
+** After the connect call returned r: raises when it failed synchronously
+** (no callback will come: the transport closes without Lua calls), else
+** awaits the future at 7.
+*/
+static int finish_connect (lua_State *L, conn *c, int r) {
+  if (r < 0) {
     luaL_unref(L, LUA_REGISTRYINDEX, c->futref);
     c->futref = LUA_NOREF;
     conn_close(L, c, 0, 0);
     loom__push_oserror(L, r, "connect");
     return lua_error(L);
   }
-  base = 7;
-  lua_getfield(L, base, "await");
-  lua_pushvalue(L, base);
-  lua_callk(L, 1, LUA_MULTRET, base, await_k);
-  return await_k(L, LUA_OK, base);
+  lua_getfield(L, 7, "await");
+  lua_pushvalue(L, 7);
+  lua_callk(L, 1, LUA_MULTRET, 7, await_k);
+  return await_k(L, LUA_OK, 7);
+}
+
+/*
+** loop:create_connection(protocol_factory, host, port, [opts]) ->
+** transport, protocol. Awaits (inside a task); raises an OSError when
+** the connection fails. Host here is numeric or "localhost";
+** lua/loom/streams.lua wraps this method to resolve names first.
+** opts.local_addr: {host=, port=} to bind to before connecting.
+*/
+static int loop_create_connection (lua_State *L) {
+  static const char fname[] = "create_connection";
+  loom_loop *loop = checktask(L, fname);
+  struct sockaddr_storage ss, local;
+  int r, haslocal;
+  conn *c;
+  checkcallable(L, 2);
+  checkopts(L, 5);
+  if (checkaddr(L, 3, 4, 0, 1, &ss) || checklocal(L, 5, &local, &haslocal))
+    return byname(L, "_connect_by_name");
+  c = begin_connect(L, loop, 0);
+  r = haslocal ? uv_tcp_bind(&c->h.tcp, (struct sockaddr *)&local, 0) : 0;
+  if (r == 0)
+    r = uv_tcp_connect(&c->creq, &c->h.tcp, (struct sockaddr *)&ss,
+                       connect_cb);
+  return finish_connect(L, c, r);
+}
+
+/*
+** loop:create_unix_connection(protocol_factory, path, [opts]) ->
+** transport, protocol. Awaits (inside a task); raises an OSError when
+** the connection fails (ENOENT, ECONNREFUSED, ...).
+*/
+static int loop_create_unix_connection (lua_State *L) {
+  static const char fname[] = "create_unix_connection";
+  loom_loop *loop = checktask(L, fname);
+  struct sockaddr_un sa;
+  conn *c;
+  checkcallable(L, 2);
+  checkpath(L, 3, &sa);
+  checkopts(L, 4);
+  c = begin_connect(L, loop, 1);
+  uv_pipe_connect(&c->creq, &c->h.pipe, sa.sun_path, connect_cb);
+  return finish_connect(L, c, 0);
 }
 
 /* }====================================================== */
@@ -1073,16 +1260,17 @@ static int loop_create_connection (lua_State *L) {
 ** =======================================================
 */
 
-/* on_accept(server, status): accepts one connection and gives it a
-** protocol. Runs under pcall inside uv_run. */
+/* on_accept(server, status, listener): accepts one connection and gives
+** it a protocol. Runs under pcall inside uv_run. */
 static int on_accept (lua_State *L) {
   srv_ud *su = (srv_ud *)lua_touserdata(L, 1);
   int status = (int)lua_tointeger(L, 2);
+  lsn *s = (lsn *)lua_touserdata(L, 3);
   conn *c;
   int r;
   lua_settop(L, 2);
   lua_getiuservalue(L, 1, SUV_LOOP);  /* 3 */
-  if (status < 0 || su->s == NULL) {
+  if (status < 0 || su->closed) {
     if (status < 0) {
       lua_createtable(L, 0, 3);
       lua_pushliteral(L, "Error on accepting a connection");
@@ -1095,13 +1283,16 @@ static int on_accept (lua_State *L) {
     }
     return 0;
   }
-  c = newtransport(L, (loom_loop *)lua_touserdata(L, 3), 3);  /* 4 */
-  r = uv_accept((uv_stream_t *)&su->s->h, (uv_stream_t *)&c->h);
+  c = newtransport(L, (loom_loop *)lua_touserdata(L, 3), 3,
+                   su->unix);  /* 4 */
+  r = uv_accept((uv_stream_t *)&s->h, (uv_stream_t *)&c->h);
   if (r < 0) {
     conn_close(L, c, 0, 0);
     return 0;
   }
-  uv_tcp_nodelay(&c->h, 1);  /* as asyncio does for every TCP transport */
+  if (!c->unix)
+    uv_tcp_nodelay(&c->h.tcp, 1);  /* as asyncio does for every TCP
+                                      transport */
   lua_pushvalue(L, 4);
   c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, 1);
@@ -1151,7 +1342,8 @@ static void connection_cb (uv_stream_t *st, int status) {
     lua_pushcfunction(L, on_accept);
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
     lua_pushinteger(L, status);
-    lua_pcall(L, 2, 0, 0);
+    lua_pushlightuserdata(L, s);
+    lua_pcall(L, 3, 0, 0);
     lua_settop(L, top);
   }
 }
@@ -1165,40 +1357,129 @@ static srv_ud *checks (lua_State *L) {
   return (srv_ud *)p;
 }
 
+/* Closes every listener of the server. */
 static void lsn_stop (srv_ud *su) {
-  lsn *s = su->s;
+  int i;
   su->closed = 1;
-  if (s != NULL && !uv_is_closing((uv_handle_t *)&s->h))
+  for (i = 0; i < su->nlsn; i++) {
+    lsn *s = su->s[i];
+    if (s != NULL && !uv_is_closing((uv_handle_t *)&s->h))
+      uv_close((uv_handle_t *)&s->h, lsn_close_cb);
+  }
+}
+
+/* Reads opts.backlog (opts at oidx) into *backlog. */
+static void checkbacklog (lua_State *L, int oidx, int *backlog) {
+  lua_Integer b;
+  int isint;
+  if (!lua_istable(L, oidx))
+    return;
+  if (lua_getfield(L, oidx, "backlog") != LUA_TNIL) {
+    b = lua_tointegerx(L, -1, &isint);
+    if (!isint || b < 1 || b > 65535)
+      luaL_argerror(L, oidx, "backlog must be an integer in 1..65535");
+    *backlog = (int)b;
+  }
+  lua_pop(L, 1);
+}
+
+/*
+** Makes a server userdata of the loop at 1 with the factory at 2, in the
+** closed state (no listener yet); pushes it. [-0, +1, m]
+*/
+static srv_ud *newserver (lua_State *L, int isunix) {
+  srv_ud *su = (srv_ud *)lua_newuserdatauv(L, sizeof(srv_ud), SUV_COUNT);
+  memset(su, 0, sizeof *su);
+  su->closed = 1;
+  su->unix = (uint8_t)(isunix != 0);
+  luaL_setmetatable(L, SERVER_MT);
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, -2, SUV_FACTORY);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, SUV_LOOP);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, SUV_CONNS);
+  return su;
+}
+
+/*
+** Adds a listener to the server su (userdata at sidx): binds it to sa
+** (a sockaddr_in/in6, or a sockaddr_un when the server is a Unix one)
+** and listens. Returns 0 or a libuv error; a failed listener is closed.
+** Raises only on memory errors.
+*/
+static int addlistener (lua_State *L, loom_loop *loop, srv_ud *su, int sidx,
+                        const struct sockaddr *sa, int flags, int backlog) {
+  lsn *s;
+  int r;
+  if (su->nlsn >= MAXLSN)
+    return UV_ENOBUFS;
+  s = (lsn *)malloc(sizeof *s);
+  if (s == NULL)
+    return luaL_error(L, "create_server: not enough memory");
+  memset(s, 0, sizeof *s);
+  r = su->unix ? uv_pipe_init(&loop->uv, &s->h.pipe, 0)
+               : uv_tcp_init(&loop->uv, &s->h.tcp);
+  if (r < 0) {
+    free(s);
+    return r;
+  }
+  if (su->unix)
+    s->h.pipe.data = (void *)&lsn_tag;
+  else
+    s->h.tcp.data = (void *)&lsn_tag;
+  s->loop = loop;
+  s->mainL = mainthread(L);
+  s->ud = su;
+  s->idx = su->nlsn;
+  lua_pushvalue(L, sidx);
+  s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  su->s[su->nlsn++] = s;
+  /* libuv sets SO_REUSEADDR on every bound TCP socket on Unix, so
+  ** reuse_address is accepted and always on. */
+  r = su->unix
+      ? uv_pipe_bind(&s->h.pipe, ((const struct sockaddr_un *)sa)->sun_path)
+      : uv_tcp_bind(&s->h.tcp, sa, (unsigned int)flags);
+  if (r == 0)
+    r = uv_listen((uv_stream_t *)&s->h, backlog, connection_cb);
+  if (r < 0)
     uv_close((uv_handle_t *)&s->h, lsn_close_cb);
+  return r;
 }
 
 /*
 ** loop:create_server(protocol_factory, host, port, [opts]) -> server.
 ** Binds and listens at once (it completes without suspending, so it may
 ** also be called outside a task); raises an OSError on failure.
+** host: a numeric address, "localhost", nil (all IPv4 interfaces) or a
+** list of numeric addresses, one listener each (lua/loom/streams.lua
+** wraps this method to resolve names into such a list).
 ** opts: backlog (100), reuse_address, reuse_port.
 */
 static int loop_create_server (lua_State *L) {
   static const char fname[] = "create_server";
   loom_loop *loop = loom__checkopen(L, 1, fname);
-  struct sockaddr_storage ss;
-  int backlog = 100, flags = 0, r, len;
+  struct sockaddr_storage ss[MAXLSN];
+  int backlog = 100, flags = 0, r = 0, i, n = 1;
   srv_ud *su;
-  lsn *s;
-  (void)fname;
   checkcallable(L, 2);
-  checkaddr(L, 3, 4, 1, &ss);
   checkopts(L, 5);
   lua_settop(L, 5);
-  if (lua_istable(L, 5)) {
-    lua_Integer b;
-    int isint;
-    if (lua_getfield(L, 5, "backlog") != LUA_TNIL) {
-      b = lua_tointegerx(L, -1, &isint);
-      if (!isint || b < 1 || b > 65535)
-        luaL_argerror(L, 5, "backlog must be an integer in 1..65535");
-      backlog = (int)b;
+  if (lua_istable(L, 3)) {  /* a list of hosts: each checked at 6 */
+    n = (int)luaL_len(L, 3);
+    if (n < 1 || n > MAXLSN)
+      luaL_argerror(L, 3, lua_pushfstring(L, "list of 1..%d hosts "
+                    "expected", MAXLSN));
+    for (i = 0; i < n; i++) {
+      lua_geti(L, 3, i + 1);
+      checkaddr(L, 6, 4, 1, 0, &ss[i]);
+      lua_pop(L, 1);
     }
+  }
+  else if (checkaddr(L, 3, 4, 1, intask(L, loop), &ss[0]))
+    return byname(L, "_serve_by_name");
+  checkbacklog(L, 5, &backlog);
+  if (lua_istable(L, 5)) {
     lua_getfield(L, 5, "reuse_port");
     if (lua_toboolean(L, -1)) {
 #ifdef UV_TCP_REUSEPORT
@@ -1207,51 +1488,51 @@ static int loop_create_server (lua_State *L) {
       luaL_argerror(L, 5, "reuse_port is not supported by this libuv");
 #endif
     }
-    lua_pop(L, 2);
+    lua_pop(L, 1);
   }
-  su = (srv_ud *)lua_newuserdatauv(L, sizeof(srv_ud), SUV_COUNT);  /* 6 */
-  memset(su, 0, sizeof *su);
-  su->closed = 1;
-  luaL_setmetatable(L, SERVER_MT);
-  lua_pushvalue(L, 2);
-  lua_setiuservalue(L, 6, SUV_FACTORY);
-  lua_pushvalue(L, 1);
-  lua_setiuservalue(L, 6, SUV_LOOP);
-  lua_newtable(L);
-  lua_setiuservalue(L, 6, SUV_CONNS);
-  s = (lsn *)malloc(sizeof *s);
-  if (s == NULL)
-    return luaL_error(L, "%s: not enough memory", fname);
-  memset(s, 0, sizeof *s);
-  r = uv_tcp_init(&loop->uv, &s->h);
-  if (r < 0) {
-    free(s);
-    loom__push_oserror(L, r, fname);
-    return lua_error(L);
-  }
-  s->h.data = (void *)&lsn_tag;
-  s->loop = loop;
-  s->mainL = mainthread(L);
-  s->ref = LUA_NOREF;
-  s->ud = su;
-  su->s = s;
+  su = newserver(L, 0);  /* 6 */
   su->closed = 0;
-  /* libuv sets SO_REUSEADDR on every bound TCP socket on Unix, so
-  ** reuse_address is accepted and always on. */
-  r = uv_tcp_bind(&s->h, (struct sockaddr *)&ss, (unsigned int)flags);
-  if (r == 0)
-    r = uv_listen((uv_stream_t *)&s->h, backlog, connection_cb);
-  if (r == 0) {
-    len = (int)sizeof su->addr;
-    r = uv_tcp_getsockname(&s->h, (struct sockaddr *)&su->addr, &len);
-  }
+  for (i = 0; i < n && r == 0; i++)
+    r = addlistener(L, loop, su, 6, (struct sockaddr *)&ss[i], flags,
+                    backlog);
   if (r < 0) {
     lsn_stop(su);
     loom__push_oserror(L, r, fname);
     return lua_error(L);
   }
-  lua_pushvalue(L, 6);
-  s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
+/*
+** loop:create_unix_server(protocol_factory, path, [opts]) -> server.
+** Like create_server, on a Unix domain socket at path. As asyncio, an
+** existing socket file at path is removed first (a stale one from a dead
+** server, or a live one); libuv removes the file again when the
+** listener closes (asyncio's cleanup_socket). opts: backlog (100).
+*/
+static int loop_create_unix_server (lua_State *L) {
+  static const char fname[] = "create_unix_server";
+  loom_loop *loop = loom__checkopen(L, 1, fname);
+  struct sockaddr_un sa;
+  struct stat st;
+  int backlog = 100, r;
+  srv_ud *su;
+  checkcallable(L, 2);
+  checkpath(L, 3, &sa);
+  checkopts(L, 4);
+  lua_settop(L, 4);
+  checkbacklog(L, 4, &backlog);
+  if (stat(sa.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
+    unlink(sa.sun_path);
+  su = newserver(L, 1);  /* 5 */
+  memcpy(su->path, sa.sun_path, sizeof su->path);
+  su->closed = 0;
+  r = addlistener(L, loop, su, 5, (struct sockaddr *)&sa, 0, backlog);
+  if (r < 0) {
+    lsn_stop(su);
+    loom__push_oserror(L, r, fname);
+    return lua_error(L);
+  }
   return 1;
 }
 
@@ -1336,13 +1617,26 @@ static int server_is_serving (lua_State *L) {
   return 1;
 }
 
-/* server:sockets(): list of the address tables it listens on. */
+/* server:sockets(): list of the address tables it listens on (the path
+** of a Unix server). */
 static int server_sockets (lua_State *L) {
   srv_ud *su = checks(L);
+  int i, k = 0;
   lua_newtable(L);
-  if (!su->closed) {
-    pushaddr(L, (struct sockaddr *)&su->addr);
-    lua_rawseti(L, -2, 1);
+  for (i = 0; i < su->nlsn && !su->closed; i++) {
+    lsn *s = su->s[i];
+    struct sockaddr_storage ss;
+    int len = (int)sizeof ss;
+    if (s == NULL)
+      continue;
+    if (su->unix)
+      lua_pushstring(L, su->path);
+    else if (uv_tcp_getsockname(&s->h.tcp, (struct sockaddr *)&ss,
+                                &len) == 0)
+      pushaddr(L, (struct sockaddr *)&ss);
+    else
+      continue;
+    lua_rawseti(L, -2, ++k);
   }
   return 1;
 }
@@ -1355,10 +1649,13 @@ static int server_get_loop (lua_State *L) {
 
 static int server_gc (lua_State *L) {
   srv_ud *su = (srv_ud *)lua_touserdata(L, 1);
-  if (su->s != NULL) {
-    su->s->ud = NULL;
-    lsn_stop(su);
-    su->s = NULL;
+  int i;
+  lsn_stop(su);
+  for (i = 0; i < su->nlsn; i++) {
+    if (su->s[i] != NULL) {
+      su->s[i]->ud = NULL;
+      su->s[i] = NULL;
+    }
   }
   return 0;
 }
@@ -1423,6 +1720,8 @@ static const luaL_Reg server_metamethods[] = {
 static const luaL_Reg tcp_loop_methods[] = {
   {"create_connection", loop_create_connection},
   {"create_server", loop_create_server},
+  {"create_unix_connection", loop_create_unix_connection},
+  {"create_unix_server", loop_create_unix_server},
   {NULL, NULL}
 };
 

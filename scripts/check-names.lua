@@ -13,9 +13,7 @@ local later = {}
 local function pending(area, names)
   for name in names:gmatch("%S+") do later[name] = area end
 end
-pending("io", [[loop.create_unix_connection
-  loop.create_unix_server
-  loop.sendfile loop.start_tls open_unix_connection start_unix_server]])
+pending("io", [[loop.sendfile loop.start_tls]])
 pending("processes", [[loop.subprocess_exec loop.subprocess_shell
   loop.run_in_executor create_subprocess_exec create_subprocess_shell
   PIPE DEVNULL STDOUT fs thread channel ThreadPoolExecutor to_thread]])

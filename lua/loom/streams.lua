@@ -404,6 +404,8 @@ local function split_opts(opts, fname, argn)
 end
 
 -- open_connection(host, port, [opts]) -> reader, writer. Inside a task.
+-- Host may be a name (resolved with getaddrinfo, each address tried in
+-- turn); opts as create_connection's, plus limit.
 function M.open_connection(host, port, opts)
   local limit, copts = split_opts(opts, "open_connection", 3)
   local loop = running_loop()
@@ -416,7 +418,8 @@ function M.open_connection(host, port, opts)
 end
 
 -- start_server(client_connected_cb, host, port, [opts]) -> server; each
--- connection runs client_connected_cb(reader, writer) as a task.
+-- connection runs client_connected_cb(reader, writer) as a task. A host
+-- name gets one listening socket per address it resolves to.
 function M.start_server(cb, host, port, opts)
   if not callable(cb) then
     error(("bad argument #1 to 'start_server' (function expected, got %s)")
@@ -430,5 +433,129 @@ function M.start_server(cb, host, port, opts)
   end
   return loop:create_server(factory, host, port, sopts)
 end
+
+-- open_unix_connection(path, [opts]) -> reader, writer. Inside a task.
+function M.open_unix_connection(path, opts)
+  local limit, copts = split_opts(opts, "open_unix_connection", 2)
+  local loop = running_loop()
+  if loop == nil then
+    error("open_unix_connection: no running event loop", 2)
+  end
+  local reader = core._StreamReader(limit)
+  local protocol = new_protocol(reader)
+  local transport = loop:create_unix_connection(
+    function() return protocol end, path, copts)
+  return reader, new_writer(transport, protocol, reader)
+end
+
+-- start_unix_server(client_connected_cb, path, [opts]) -> server.
+function M.start_unix_server(cb, path, opts)
+  if not callable(cb) then
+    error(("bad argument #1 to 'start_unix_server' (function expected, "
+      .. "got %s)"):format(typename(cb)), 2)
+  end
+  local limit, sopts = split_opts(opts, "start_unix_server", 3)
+  local loop = running_loop()
+  if loop == nil then error("start_unix_server: no running event loop", 2) end
+  local function factory()
+    return new_protocol(core._StreamReader(limit), cb)
+  end
+  return loop:create_unix_server(factory, path, sopts)
+end
+
+
+---------------------------------------------------------------- host names
+--
+-- host/tcp.c takes numeric addresses; given a name, create_connection
+-- and create_server (inside a task) call these private loop methods,
+-- which resolve it with loop:getaddrinfo and call back with numeric
+-- addresses, as asyncio's create_connection and create_server do.
+
+
+
+-- The error to raise when every address failed (asyncio's rule: the one
+-- error when they all read the same, else "Multiple exceptions: ...").
+local function connect_error(errs, host)
+  if #errs == 0 then
+    return OSError(("getaddrinfo returned no address for '%s'"):format(host),
+                   { code = "EAI_NONAME" })
+  end
+  local first, same = tostring(errs[1]), true
+  local msgs = {}
+  for i, e in ipairs(errs) do
+    msgs[i] = tostring(e)
+    if msgs[i] ~= first then same = false end
+  end
+  if same then return errs[1] end
+  return OSError("Multiple exceptions: " .. concat(msgs, ", "),
+                 { code = type(errs[1]) == "table" and errs[1].code or nil,
+                   errors = errs })
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- loop:_connect_by_name(factory, host, port, opts): tries each address
+-- of host in the resolver's order; opts.local_addr may hold a name too
+-- (an address of the same family is used for each attempt).
+local function connect_by_name(loop, factory, host, port, opts)
+  local addrs = loop:getaddrinfo(host, port, { socktype = "stream" })
+  local locals
+  local la = type(opts) == "table" and opts.local_addr or nil
+  if type(la) == "table" and type(la.host) == "string" then
+    locals = loop:getaddrinfo(la.host, la.port or 0,
+                              { socktype = "stream", flags = { passive = true } })
+  end
+  local errs = {}
+  for _, a in ipairs(addrs) do
+    local o = opts
+    local skip = false
+    if locals ~= nil then
+      skip = true
+      for _, l in ipairs(locals) do
+        if l.family == a.family then
+          o = copy(opts)
+          o.local_addr = { host = l.host, port = l.port }
+          skip = false
+          break
+        end
+      end
+    end
+    if not skip then
+      local ok, t, p = pcall(loop.create_connection, loop, factory, a.host,
+                             a.port, o)
+      if ok then return t, p end
+      if not OSError:is(t) then error(t, 0) end   -- cancelled, bad args
+      errs[#errs + 1] = t
+    end
+  end
+  if #errs == 0 and locals ~= nil then
+    error(OSError(("no matching local address for '%s'"):format(host),
+                  { code = "EADDRNOTAVAIL" }), 0)
+  end
+  error(connect_error(errs, host), 0)
+end
+
+-- loop:_serve_by_name(factory, host, port, opts): one listening socket
+-- for each distinct address host resolves to.
+local function serve_by_name(loop, factory, host, port, opts)
+  local addrs = loop:getaddrinfo(host, port,
+                                 { socktype = "stream", flags = { passive = true } })
+  local hosts, seen = {}, {}
+  for _, a in ipairs(addrs) do
+    if not seen[a.host] then
+      seen[a.host] = true
+      hosts[#hosts + 1] = a.host
+    end
+  end
+  if #hosts == 0 then error(connect_error({}, host), 0) end
+  return loop:create_server(factory, hosts, port, opts)
+end
+
+core.interpose("loom.Loop", "_connect_by_name", connect_by_name)
+core.interpose("loom.Loop", "_serve_by_name", serve_by_name)
 
 return M
