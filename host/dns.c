@@ -765,7 +765,8 @@ static int core_dns_pending (lua_State *L) {
 ** their callbacks, run by that uv_run, only free them. Futures still
 ** pending stay pending, as the loop's other pending futures do.
 */
-void loom__dns_shutdown (lua_State *L, loom_loop *loop) {
+void loom__dns_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
+  (void)loopidx;
   dns_state *st = (dns_state *)loop->dns_state;
   dns_req *r, *next;
   if (st == NULL)

@@ -1053,11 +1053,11 @@ static void loop_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
     lua_setiuservalue(L, loopidx, i);
   }
   if (loop->uvinit) {
-    loom__dns_shutdown(L, loop);
-    loom__tcp_shutdown(L, loop);
-    loom__signal_shutdown(L, loop);
-    loom__poll_shutdown(L, loop);
-    loom__udp_shutdown(L, loop);
+    loom__dns_shutdown(L, loop, loopidx);
+    loom__tcp_shutdown(L, loop, loopidx);
+    loom__signal_shutdown(L, loop, loopidx);
+    loom__poll_shutdown(L, loop, loopidx);
+    loom__udp_shutdown(L, loop, loopidx);
     uv_walk(&loop->uv, close_walk_cb, NULL);
     uv_run(&loop->uv, UV_RUN_DEFAULT);
     uv_loop_close(&loop->uv);

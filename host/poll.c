@@ -364,7 +364,7 @@ static int loop_fd_watchers (lua_State *L) {
 ** callbacks, which the loop runs next), frees the state and drops the
 ** loop's watchers table. Called by close() and __gc; never raises.
 */
-void loom__poll_shutdown (lua_State *L, loom_loop *loop) {
+void loom__poll_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
   pollstate *ps = (pollstate *)loop->poll_state;
   if (ps != NULL) {
     int i;
@@ -375,22 +375,7 @@ void loom__poll_shutdown (lua_State *L, loom_loop *loop) {
     free(ps);
     loop->poll_state = NULL;
   }
-  /* The loop's stack index is not known here: find its entry by address
-  ** (one entry per loop that ever watched an fd). Assigning nil to an
-  ** existing field during lua_next is allowed and allocates nothing. */
-  if (lua_checkstack(L, 4)
-      && lua_rawgetp(L, LUA_REGISTRYINDEX, &watchers_key) == LUA_TTABLE) {
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      lua_pop(L, 1);
-      if (lua_touserdata(L, -1) == (void *)loop) {
-        lua_pushnil(L);
-        lua_rawset(L, -3);
-        break;
-      }
-    }
-  }
-  lua_pop(L, 1);
+  loom__loop_table_drop(L, loopidx, &watchers_key);
 }
 
 /* }====================================================== */

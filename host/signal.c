@@ -356,7 +356,7 @@ static const luaL_Reg signal_private[] = {
 ** loop's handler table when the loop is at index 1, as it is in close()
 ** and __gc; otherwise the weak table lets it go with the loop.
 */
-void loom__signal_shutdown (lua_State *L, loom_loop *loop) {
+void loom__signal_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
   sigstate *st = (sigstate *)loop->signal_state;
   int i;
   if (st != NULL) {
@@ -365,8 +365,7 @@ void loom__signal_shutdown (lua_State *L, loom_loop *loop) {
     free(st);
     loop->signal_state = NULL;
   }
-  if (lua_touserdata(L, 1) == (void *)loop)  /* close() and __gc have it */
-    loom__loop_table_drop(L, 1, &statekey);
+  loom__loop_table_drop(L, loopidx, &statekey);
 }
 
 int loom__open_signal (lua_State *L) {

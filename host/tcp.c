@@ -1747,7 +1747,8 @@ static void shutdown_walk (uv_handle_t *h, void *arg) {
 ** close callbacks, run by the loop's last uv_run while it is marked
 ** closed, release the refs and free the memory.
 */
-void loom__tcp_shutdown (lua_State *L, loom_loop *loop) {
+void loom__tcp_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
+  (void)loopidx;
   (void)L;
   uv_walk(&loop->uv, shutdown_walk, NULL);
 }

@@ -108,41 +108,6 @@ static int usable (loom_loop *loop) {
          && loop->self_ref != LUA_NOREF;
 }
 
-/*
-** Pushes the anchor table of the loop at loopidx; with create, makes it
-** (and the registry's weak table) when missing, else pushes nil then.
-** Returns whether a table was pushed. [-0, +1, m]
-*/
-static int pushanchors (lua_State *L, int loopidx, int create) {
-  loopidx = lua_absindex(L, loopidx);
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &anchors_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    if (!create) {
-      lua_pushnil(L);
-      return 0;
-    }
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &anchors_key);
-  }
-  lua_pushvalue(L, loopidx);
-  if (lua_rawget(L, -2) == LUA_TTABLE || !create) {
-    lua_remove(L, -2);
-    return lua_istable(L, -1);
-  }
-  lua_pop(L, 1);
-  lua_newtable(L);
-  lua_pushvalue(L, loopidx);
-  lua_pushvalue(L, -2);
-  lua_rawset(L, -4);  /* weak[loop] = anchors */
-  lua_remove(L, -2);
-  return 1;
-}
-
 /* Pushes an address table {host =, port =, family = [, scope_id =]}.
 ** [-0, +1, m] */
 static void pushaddr (lua_State *L, const struct sockaddr *sa) {
@@ -486,7 +451,7 @@ static int fire (lua_State *L) {
   const char *base = (const char *)lua_touserdata(L, 5);
   lua_settop(L, 5);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ep->loop->self_ref);  /* 6: loop */
-  if (!pushanchors(L, 6, 0))                              /* 7 */
+  if (!loom__loop_table(L, 6, &anchors_key, 0))                              /* 7 */
     return 0;
   if (ep->ud == NULL
       || lua_rawgetp(L, 7, ep->ud) != LUA_TUSERDATA)      /* 8: transport */
@@ -722,7 +687,7 @@ static int loop_create_datagram_endpoint (lua_State *L) {
   lua_setiuservalue(L, tidx, UV_PROTOCOL);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, tidx, UV_LOOP);
-  pushanchors(L, 1, 1);  /* 6 */
+  loom__loop_table(L, 1, &anchors_key, 1);  /* 6 */
   lua_pushvalue(L, tidx);
   lua_rawsetp(L, 6, u);  /* anchored first: the only step that may raise */
   if (loop->udp_state == NULL)
@@ -980,7 +945,7 @@ static const luaL_Reg transport_metamethods[] = {
 ** open ones; their close callbacks, run by that uv_run, free them. Then
 ** frees the read buffer and drops the loop's anchor table. Never raises.
 */
-void loom__udp_shutdown (lua_State *L, loom_loop *loop) {
+void loom__udp_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
   udp_state *st = (udp_state *)loop->udp_state;
   if (st != NULL) {
     udp_ep *ep, *next;
@@ -1003,22 +968,7 @@ void loom__udp_shutdown (lua_State *L, loom_loop *loop) {
     free(st);
     loop->udp_state = NULL;
   }
-  /* Find the loop's entry by address; assigning nil to an existing field
-  ** during lua_next is allowed and allocates nothing. */
-  if (!lua_checkstack(L, 4))
-    return;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &anchors_key) == LUA_TTABLE) {
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      lua_pop(L, 1);
-      if (lua_touserdata(L, -1) == (void *)loop) {
-        lua_pushnil(L);
-        lua_rawset(L, -3);
-        break;
-      }
-    }
-  }
-  lua_pop(L, 1);
+  loom__loop_table_drop(L, loopidx, &anchors_key);
 }
 
 int loom__open_udp (lua_State *L) {
