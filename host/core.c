@@ -101,7 +101,10 @@ LUAMOD_API int luaopen_loom_core (lua_State *L) {
   loom__open_dns(L);
   loom__open_signal(L);
   loom__open_poll(L);
+  loom__open_stream(L);
   loom__open_tcp(L);
+  loom__open_pipe(L);
+  loom__open_socket(L);
   loom__open_udp(L);
   loom__open_streambuf(L);
   lua_pushcfunction(L, core_interpose);

@@ -483,33 +483,38 @@ static void freereq (lua_State *L, dns_req *r) {
   free(r);
 }
 
-/* Pushes one address table for ai. [-0, +1, m] */
-static void pushaddrinfo (lua_State *L, const struct addrinfo *ai) {
+/* Pushes the address table {host =, port =, family = [, scope_id =]} of
+** an IPv4 or IPv6 socket address, as every function of loom gives one.
+** [-0, +1, m] */
+void loom__pushaddr (lua_State *L, const struct sockaddr *sa) {
   char ip[INET6_ADDRSTRLEN + 1];
-  const char *s;
-  int port;
   lua_createtable(L, 0, 6);
-  if (ai->ai_family == AF_INET) {
-    const struct sockaddr_in *sin = (const struct sockaddr_in *)ai->ai_addr;
-    uv_ip4_name(sin, ip, sizeof ip);
-    port = ntohs(sin->sin_port);
-    lua_pushliteral(L, "inet");
-  }
-  else {
-    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ai->ai_addr;
-    uv_ip6_name(sin6, ip, sizeof ip);
-    port = ntohs(sin6->sin6_port);
-    if (sin6->sin6_scope_id != 0) {
-      lua_pushinteger(L, (lua_Integer)sin6->sin6_scope_id);
-      lua_setfield(L, -2, "scope_id");
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(s6, ip, sizeof ip);
+    lua_pushinteger(L, ntohs(s6->sin6_port));
+    if (s6->sin6_scope_id != 0) {
+      lua_pushinteger(L, (lua_Integer)s6->sin6_scope_id);
+      lua_setfield(L, -3, "scope_id");
     }
     lua_pushliteral(L, "inet6");
   }
-  lua_setfield(L, -2, "family");
+  else {
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+    uv_ip4_name(s4, ip, sizeof ip);
+    lua_pushinteger(L, ntohs(s4->sin_port));
+    lua_pushliteral(L, "inet");
+  }
+  lua_setfield(L, -3, "family");
+  lua_setfield(L, -2, "port");
   lua_pushstring(L, ip);
   lua_setfield(L, -2, "host");
-  lua_pushinteger(L, port);
-  lua_setfield(L, -2, "port");
+}
+
+/* Pushes one address table for ai. [-0, +1, m] */
+static void pushaddrinfo (lua_State *L, const struct addrinfo *ai) {
+  const char *s;
+  loom__pushaddr(L, ai->ai_addr);
   s = nameof(socktypes, ai->ai_socktype);
   if (s)
     lua_pushstring(L, s);

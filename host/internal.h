@@ -247,7 +247,7 @@ void loom__extra(lua_State *L, int idx);
 int loom__open_future(lua_State *L);
 
 /*
-** dns.c, signal.c, poll.c, udp.c, tcp.c. Each opens its functions into
+** dns.c, signal.c, poll.c, udp.c, stream.c, tcp.c, pipe.c. Each opens its functions into
 ** the module table and its loop methods into the Loop type; its shutdown
 ** hook, called by close() and __gc before the loop closes its libuv
 ** handles, closes what it owns (freeing memory in the close callbacks,
@@ -259,14 +259,19 @@ int loom__open_dns(lua_State *L);
 int loom__open_signal(lua_State *L);
 int loom__open_poll(lua_State *L);
 int loom__open_udp(lua_State *L);
+int loom__open_stream(lua_State *L);
 int loom__open_tcp(lua_State *L);
+int loom__open_pipe(lua_State *L);
+int loom__open_socket(lua_State *L);
 int loom__open_streambuf(lua_State *L);
-void loom__tcp_shutdown(lua_State *L, loom_loop *loop, int loopidx);
+void loom__stream_shutdown(lua_State *L, loom_loop *loop, int loopidx);
 void loom__udp_shutdown(lua_State *L, loom_loop *loop, int loopidx);
 void loom__dns_shutdown(lua_State *L, loom_loop *loop, int loopidx);
 void loom__signal_shutdown(lua_State *L, loom_loop *loop, int loopidx);
 void loom__poll_shutdown(lua_State *L, loom_loop *loop, int loopidx);
 void loom__loop_methods(lua_State *L, const luaL_Reg *l);
+void loom__pushaddr(lua_State *L, const struct sockaddr *sa);
+void loom__push_transport_socket(lua_State *L, int tidx);
 int loom__loop_table(lua_State *L, int loopidx, const void *key, int create);
 void loom__loop_table_drop(lua_State *L, int loopidx, const void *key);
 

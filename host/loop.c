@@ -1054,7 +1054,7 @@ static void loop_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
   }
   if (loop->uvinit) {
     loom__dns_shutdown(L, loop, loopidx);
-    loom__tcp_shutdown(L, loop, loopidx);
+    loom__stream_shutdown(L, loop, loopidx);
     loom__signal_shutdown(L, loop, loopidx);
     loom__poll_shutdown(L, loop, loopidx);
     loom__udp_shutdown(L, loop, loopidx);

@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "internal.h"
 
@@ -456,6 +459,32 @@ static int core_close (lua_State *L) {
   return 1;
 }
 
+/* _listen(backlog): the fd of a TCP socket listening on 127.0.0.1 and
+** its port, or nil, msg, code. Nothing accepts on it, so once its queue
+** is full further connects stay pending: for the specs of timeouts. */
+static int core_listen (lua_State *L) {
+  lua_Integer backlog = luaL_checkinteger(L, 1);
+  struct sockaddr_in sa;
+  socklen_t len = sizeof sa;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), err;
+  luaL_argcheck(L, backlog >= 0 && backlog <= 128, 1, "backlog out of range");
+  if (fd < 0)
+    return syserror(L, errno);
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0
+      || listen(fd, (int)backlog) < 0
+      || getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
+    err = errno;
+    close(fd);
+    return syserror(L, err);
+  }
+  lua_pushinteger(L, fd);
+  lua_pushinteger(L, ntohs(sa.sin_port));
+  return 2;
+}
+
 /* }====================================================== */
 
 
@@ -476,6 +505,7 @@ static const luaL_Reg poll_functions[] = {
   {"_read", core_read},
   {"_open", core_open},
   {"_close", core_close},
+  {"_listen", core_listen},
   {NULL, NULL}
 };
 

@@ -108,33 +108,6 @@ static int usable (loom_loop *loop) {
          && loop->self_ref != LUA_NOREF;
 }
 
-/* Pushes an address table {host =, port =, family = [, scope_id =]}.
-** [-0, +1, m] */
-static void pushaddr (lua_State *L, const struct sockaddr *sa) {
-  char ip[INET6_ADDRSTRLEN + 1];
-  lua_createtable(L, 0, 4);
-  if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-    uv_ip6_name(s6, ip, sizeof ip);
-    lua_pushinteger(L, ntohs(s6->sin6_port));
-    if (s6->sin6_scope_id != 0) {
-      lua_pushinteger(L, (lua_Integer)s6->sin6_scope_id);
-      lua_setfield(L, -3, "scope_id");
-    }
-    lua_pushliteral(L, "inet6");
-  }
-  else {
-    const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-    uv_ip4_name(s4, ip, sizeof ip);
-    lua_pushinteger(L, ntohs(s4->sin_port));
-    lua_pushliteral(L, "inet");
-  }
-  lua_setfield(L, -3, "family");
-  lua_setfield(L, -2, "port");
-  lua_pushstring(L, ip);
-  lua_setfield(L, -2, "host");
-}
-
 /* Whether two socket addresses are the same (family, address, port). */
 static int sameaddr (const struct sockaddr_storage *a,
                      const struct sockaddr_storage *b) {
@@ -462,7 +435,7 @@ static int fire (lua_State *L) {
         error_received(L, 8, (int)n, "recvfrom");
       else {
         lua_pushlstring(L, base, (size_t)n);
-        pushaddr(L, addr);
+        loom__pushaddr(L, addr);
         protocall(L, 8, "datagram_received", 2,
                   "Fatal read error on datagram transport", 1);
       }
@@ -845,17 +818,20 @@ static int transport_is_closing (lua_State *L) {
 
 /*
 ** transport:get_extra_info(name, [default]): "sockname" (the bound
-** address), "peername" (the remote_addr of a connected endpoint); default
+** address), "peername" (the remote_addr of a connected endpoint),
+** "socket" (a loom.TransportSocket, while open); default
 ** for anything else. Kept from creation: valid after the close too.
 */
 static int transport_get_extra_info (lua_State *L) {
   udp_ud *u = checkud(L);
   const char *name = luaL_checkstring(L, 2);
   lua_settop(L, 3);
-  if (strcmp(name, "sockname") == 0 && u->hassock)
-    pushaddr(L, (const struct sockaddr *)&u->sockname);
+  if (strcmp(name, "socket") == 0 && u->ep != NULL && !u->closing)
+    loom__push_transport_socket(L, 1);
+  else if (strcmp(name, "sockname") == 0 && u->hassock)
+    loom__pushaddr(L, (const struct sockaddr *)&u->sockname);
   else if (strcmp(name, "peername") == 0 && u->haspeer)
-    pushaddr(L, (const struct sockaddr *)&u->peername);
+    loom__pushaddr(L, (const struct sockaddr *)&u->peername);
   else
     lua_pushvalue(L, 3);
   return 1;

@@ -558,4 +558,68 @@ end
 core.interpose("loom.Loop", "_connect_by_name", connect_by_name)
 core.interpose("loom.Loop", "_serve_by_name", serve_by_name)
 
+
+---------------------------------------------------------------- timeouts
+--
+-- opts.timeout of create_connection and create_unix_connection (and so of
+-- open_connection and open_unix_connection): seconds for the whole
+-- connect, name resolution and every address tried included; past it the
+-- attempt is cancelled (its socket closed) and TimeoutError raised.
+
+local run_with_timeout = require("loom.combinators").timeout
+
+local function without_timeout(opts)
+  local o = copy(opts)
+  o.timeout = nil
+  return o
+end
+
+-- loop:_connect_timeout(factory, host, port, opts) and
+-- loop:_unix_connect_timeout(factory, path, opts): host/tcp.c and
+-- host/pipe.c call these, the arguments checked, when opts.timeout is set.
+local function connect_timeout(loop, factory, host, port, opts)
+  return run_with_timeout(opts.timeout, loop.create_connection, loop,
+                          factory, host, port, without_timeout(opts))
+end
+
+local function unix_connect_timeout(loop, factory, path, opts)
+  return run_with_timeout(opts.timeout, loop.create_unix_connection, loop,
+                          factory, path, without_timeout(opts))
+end
+
+core.interpose("loom.Loop", "_connect_timeout", connect_timeout)
+core.interpose("loom.Loop", "_unix_connect_timeout", unix_connect_timeout)
+
+
+---------------------------------------------------------------- servers
+
+local CancelledError = require("loom.errors").CancelledError
+
+-- server:serve_forever(): starts serving if the server does not yet, then
+-- awaits until server:close() (it then returns). Cancelling the task
+-- awaiting it closes the server (its listening sockets: connections
+-- already accepted stay open) and the cancellation goes on.
+local function serve_forever(server)
+  if #server:sockets() == 0 then
+    error("serve_forever: the server is closed", 2)
+  end
+  local fut = server:get_loop():create_future()
+  local prev = server:_forever(fut)
+  if prev ~= nil then
+    server:_forever(prev)
+    error("serve_forever: another task is already serving it forever", 2)
+  end
+  local ok, err = pcall(function()
+    server:start_serving()
+    await(fut)
+  end)
+  server:_forever(nil)
+  if not ok then
+    if CancelledError:is(err) then server:close() end
+    error(err, 0)
+  end
+end
+
+core.interpose("loom.Server", "serve_forever", serve_forever)
+
 return M
