@@ -15,8 +15,10 @@ queue, lock and gather (scripts/bench/<w>.lua against scripts/bench/py/<w>.py)
 are measured for loom, asyncio and uvloop only, and have their own section.
 
 echo (workloads echo-s<SIZE>-c<CONNS>: requests/s of one C epoll client
-against each echo server) has its own table, with loom's ratio to libuv-c
-and uvloop-proto and the protocol API's targets per cell.
+against each echo server) has its own table: loom (protocol API) with its
+ratio to libuv-c and uvloop-proto, loom-streams (streams API) with its ratio
+to libuv-c and to the fastest peer streams server (asyncio-streams,
+uvloop-streams, node, luv), and both APIs' targets per cell.
 
 http (workloads http-c<CONNS>: requests/s of `wrk -t1 -c<CONNS>` against each
 HTTP hello-world server) has its own table, with loom's ratio to node and
@@ -31,7 +33,11 @@ from collections import defaultdict
 
 PEERS = ["asyncio", "uvloop", "luv", "cqueues", "lua-coro", "node", "libuv-c"]
 ALL = ["loom"] + PEERS
-ECHO_SERVERS = ["loom", "asyncio-proto", "uvloop-proto", "luv", "node", "libuv-c"]
+ECHO_SERVERS = ["loom", "loom-streams", "asyncio-proto", "asyncio-streams",
+                "uvloop-proto", "uvloop-streams", "luv", "node", "libuv-c"]
+# What loom-streams must beat: the peers' streams servers, and the callback
+# servers of node and luv (counted as streams-level peers).
+ECHO_PEER_STREAMS = ["asyncio-streams", "uvloop-streams", "node", "luv"]
 ECHO_RE = re.compile(r"^echo-s(\d+)-c(\d+)$")
 HTTP_SERVERS = ["loom", "asyncio-proto", "uvloop-proto", "luv", "cqueues", "node", "libuv-c"]
 HTTP_RE = re.compile(r"^http-c(\d+)$")
@@ -282,22 +288,36 @@ def main():
         e("One C epoll client (the peers' echo/client.c): CONNS connections each send "
           "SIZE bytes and wait for the whole echo, for ECHO_SECS. Server pinned on "
           "SERVER_CPU, client on CLIENT_CPU. loom runs scripts/examples/echo_server.lua "
-          "(protocol API). Ratios: loom req/s / the peer's (above 1 = loom faster). "
-          "Target (protocol API), at 10 and 100 connections on every size: "
-          ">= 0.95x libuv-c and ahead of uvloop-proto (> 1x).\n")
-        hdr = ["size", "conns"] + cols + ["loom / libuv-c", "loom / uvloop-proto", "target"]
+          "with the protocol API, loom-streams the same file in streams mode "
+          "(start_server, read / write / drain). Ratios: loom's req/s / the peer's "
+          "(above 1 = loom faster); \"best peer streams\" is the fastest of "
+          + ", ".join(ECHO_PEER_STREAMS) + " measured. "
+          "Targets, at 10 and 100 connections on every size: protocol API (loom) "
+          ">= 0.95x libuv-c and ahead of uvloop-proto (> 1x); streams API "
+          "(loom-streams) >= 0.85x libuv-c and ahead of every peer streams server "
+          "measured (> 1x best peer streams).\n")
+        hdr = (["size", "conns"] + cols
+               + ["loom / libuv-c", "loom / uvloop-proto", "target (protocol)",
+                  "loom-streams / libuv-c", "loom-streams / best peer streams",
+                  "target (streams)"])
         e("| " + " | ".join(hdr) + " |")
         e("|" + "|".join("---" for _ in hdr) + "|")
-        emet = emeas = ecells = 0
+        emet = emeas = ecells = 0      # protocol API
+        smet = smeas = 0               # streams API (same cells)
         for size, conns in sorted(echo):
             d = echo[(size, conns)]
             md = {q: statistics.median(vs) for q, vs in d.items() if vs}
             cells = [(si(md[q]).strip() + spread(d[q])) if q in md else "–" for q in cols]
             lv = md.get("loom")
+            sv = md.get("loom-streams")
             rc = md.get("libuv-c")
             ru = md.get("uvloop-proto")
             r_c = lv / rc if lv and rc else None
             r_u = lv / ru if lv and ru else None
+            peers = [(md[q], q) for q in ECHO_PEER_STREAMS if md.get(q)]
+            best = max(peers) if peers else None
+            s_c = sv / rc if sv and rc else None
+            s_b = sv / best[0] if sv and best else None
             if conns in (10, 100):
                 ecells += 1
                 if r_c is None or r_u is None:
@@ -307,13 +327,24 @@ def main():
                     ok = r_c >= 0.95 and r_u > 1
                     emet += ok
                     tgt = "met" if ok else "NOT MET"
+                if s_c is None or s_b is None:
+                    stgt = "not measured"
+                else:
+                    smeas += 1
+                    ok = s_c >= 0.85 and s_b > 1
+                    smet += ok
+                    stgt = "met" if ok else "NOT MET"
             else:
-                tgt = "(no target)"
+                tgt = stgt = "(no target)"
             sz = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
             e("| " + " | ".join([sz, str(conns)] + cells
-                                + [rx(r_c) if r_c else "–", rx(r_u) if r_u else "–", tgt]) + " |")
-        e(f"\n{emet} of {ecells} echo target cells met"
+                                + [rx(r_c) if r_c else "–", rx(r_u) if r_u else "–", tgt,
+                                   rx(s_c) if s_c else "–",
+                                   f"{rx(s_b)} {best[1]}" if s_b else "–", stgt]) + " |")
+        e(f"\n{emet} of {ecells} echo target cells met (protocol API: loom)"
           + (f" ({ecells - emeas} not measured)" if emeas < ecells else "") + ".\n")
+        e(f"{smet} of {ecells} echo target cells met (streams API: loom-streams)"
+          + (f" ({ecells - smeas} not measured)" if smeas < ecells else "") + ".\n")
         out.extend(echo_lines)
 
     # ------------------------------------------------ http

@@ -19,11 +19,15 @@
 # usage: scripts/bench/run.sh [workload ...]
 #   (callbacks timers tasks pingpong queue lock gather echo http; default all, in that order)
 # echo: TCP echo servers driven by the peers' C epoll client (echo/client.c,
-# built into build/bench/peers-bin/): loom's scripts/examples/echo_server.lua
-# (protocol API) and the peers' asyncio-proto, uvloop-proto, luv, node and
-# libuv-c servers, each started pinned on SERVER_CPU and measured with the
-# client pinned on CLIENT_CPU for every size x connections, ECHO_SECS each
-# (as the peers' run.sh does; cqueues and the streams servers are left out).
+# built into build/bench/peers-bin/), each started pinned on SERVER_CPU and
+# measured with the client pinned on CLIENT_CPU for every size x
+# connections, ECHO_SECS each (as the peers' run.sh does; cqueues is left
+# out). Labels in raw.tsv:
+#   loom             scripts/examples/echo_server.lua (protocol API)
+#   loom-streams     the same in streams mode (start_server, read/write/drain)
+#   asyncio-proto, asyncio-streams, uvloop-proto, uvloop-streams
+#                    the peers' echo/py_aio.py (protocol or streams API)
+#   luv, node, libuv-c  the peers' callback servers
 # http: HTTP/1.1 hello-world servers under `wrk -t1 -cC -dHTTP_SECS` (wrk
 # pinned on CLIENT_CPU, the server on SERVER_CPU): loom's
 # scripts/examples/http_server.lua (protocol API) and the peers' http/
@@ -320,9 +324,16 @@ stop_server() { kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; 
 
 echo_servers() {  # label|command with PORT placeholder
   local pd=$PEERS_DIR/echo
-  echo "loom|$LOOM $ROOT/scripts/examples/echo_server.lua PORT"
-  [ -n "${OK[asyncio]:-}" ] && echo "asyncio-proto|$PY $pd/py_aio.py PORT asyncio protocol"
-  [ -n "${OK[uvloop]:-}" ] && echo "uvloop-proto|$PY $pd/py_aio.py PORT uvloop protocol"
+  echo "loom|$LOOM $ROOT/scripts/examples/echo_server.lua PORT 127.0.0.1 protocol"
+  echo "loom-streams|$LOOM $ROOT/scripts/examples/echo_server.lua PORT 127.0.0.1 streams"
+  if [ -n "${OK[asyncio]:-}" ]; then
+    echo "asyncio-proto|$PY $pd/py_aio.py PORT asyncio protocol"
+    echo "asyncio-streams|$PY $pd/py_aio.py PORT asyncio streams"
+  fi
+  if [ -n "${OK[uvloop]:-}" ]; then
+    echo "uvloop-proto|$PY $pd/py_aio.py PORT uvloop protocol"
+    echo "uvloop-streams|$PY $pd/py_aio.py PORT uvloop streams"
+  fi
   [ -n "${OK[luv]:-}" ] && echo "luv|$LUA $pd/lua_luv.lua PORT"
   [ -n "${OK[node]:-}" ] && echo "node|$NODE $pd/node.js PORT"
   [ -n "${OK[libuv-c]:-}" ] && [ -x build/bench/peers-bin/echo_libuv ] &&
