@@ -102,12 +102,14 @@ typedef struct loom_task {
   uint64_t sleep_seq;       /* heap entry that wakes this task, or 0 */
   uint32_t id;
   int32_t ncancels;         /* cancel requests not yet uncancelled */
-  uint8_t must_cancel;      /* cancel() arrived; raise at next step */
-  uint8_t throw_cancel;     /* this step must raise CancelledError */
-  uint8_t started;          /* the coroutine has been resumed once */
-  uint8_t body_failed;      /* the body raised (error is on co's stack) */
-  uint8_t sleep_due;        /* its sleep ended: step in the next iteration */
-  uint8_t hasctx;           /* its extra table holds a context */
+  unsigned must_cancel : 1;   /* cancel() arrived; raise at next step */
+  unsigned throw_cancel : 1;  /* this step must raise CancelledError */
+  unsigned started : 1;       /* the coroutine has been resumed once */
+  unsigned body_failed : 1;   /* the body raised (error is on co's stack) */
+  unsigned sleep_due : 1;     /* its sleep ended: step in the next
+                                 iteration */
+  unsigned hasctx : 1;        /* its extra table holds a context */
+  uint32_t parent;          /* id of the task that created it, or 0 */
   int32_t wslot;            /* slot in the loop's weak task list, or 0 */
   int32_t nyield;           /* values the last yield left on co's stack */
 } loom_task;

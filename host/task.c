@@ -257,6 +257,8 @@ int loom__task_new (lua_State *L, loom_loop *loop, int loopidx, int fidx,
   t->id = ++loop->taskids;
   if (t->id == 0)
     t->id = ++loop->taskids;
+  if (loop->current != NULL)
+    t->parent = loop->current->id;
   return 1;
 }
 
@@ -797,6 +799,92 @@ static int core_context (lua_State *L) {
   return 1;
 }
 
+/*
+** task:get_stack([limit]): the Lua frames a pending task is suspended in,
+** oldest first, each {source =, line =, name =, what =}; at most limit
+** of the newest. Empty for a task not started or done.
+*/
+static int task_get_stack (lua_State *L) {
+  loom_task *t = checktask(L, 1);
+  lua_Integer limit = luaL_optinteger(L, 2, LUA_MAXINTEGER);
+  lua_Debug ar;
+  int level, n = 0, i;
+  luaL_argcheck(L, limit >= 0, 2, "limit must be >= 0");
+  lua_newtable(L);
+  if (t->f.state != LOOM_PENDING || !t->started || t->co == NULL)
+    return 1;
+  for (level = 0; n < limit && lua_getstack(t->co, level, &ar); level++) {
+    lua_getinfo(t->co, "Sln", &ar);
+    if (ar.what[0] == 'C')
+      continue;  /* loom's own await and the body's protected call */
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, ar.short_src);
+    lua_setfield(L, -2, "source");
+    lua_pushinteger(L, ar.currentline);
+    lua_setfield(L, -2, "line");
+    if (ar.name != NULL)
+      lua_pushstring(L, ar.name);
+    else if (ar.what[0] == 'm')
+      lua_pushliteral(L, "main chunk");
+    else
+      lua_pushfstring(L, "function <%s:%d>", ar.short_src, ar.linedefined);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, ar.what);
+    lua_setfield(L, -2, "what");
+    lua_rawseti(L, -2, ++n);
+  }
+  for (i = 1; i <= n / 2; i++) {  /* newest first -> oldest first */
+    lua_rawgeti(L, -1, i);
+    lua_rawgeti(L, -2, n + 1 - i);
+    lua_rawseti(L, -3, i);
+    lua_rawseti(L, -2, n + 1 - i);
+  }
+  return 1;
+}
+
+/*
+** _task_info(task): {id =, parent =, started =, awaiting = the future or
+** task it awaits, sleep_until = the loop time its sleep ends, or
+** sleeping = true for sleep(0)}, for task_tree().
+*/
+static int core_task_info (lua_State *L) {
+  loom_task *t = checktask(L, 1);
+  loom_loop *loop = t->f.loop;
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, t->id);
+  lua_setfield(L, -2, "id");
+  if (t->parent != 0) {
+    lua_pushinteger(L, t->parent);
+    lua_setfield(L, -2, "parent");
+  }
+  lua_pushboolean(L, t->started);
+  lua_setfield(L, -2, "started");
+  if (t->f.state != LOOM_PENDING)
+    return 1;
+  if (t->waiter != NULL && yielded(t) == YIELD_AWAIT && t != loop->current
+      && lua_checkstack(t->co, 1)) {
+    lua_pushvalue(t->co, -1);  /* the waiter, left on co's stack */
+    lua_xmove(t->co, L, 1);
+    lua_setfield(L, -2, "awaiting");
+  }
+  if (t->sleep_seq != 0) {
+    int i;
+    for (i = 0; i < loop->nheap; i++) {
+      if (loop->heap[i].seq == t->sleep_seq) {
+        lua_pushnumber(L, loop->heap[i].when);
+        lua_setfield(L, -2, "sleep_until");
+        break;
+      }
+    }
+  }
+  else if (t->sleep_due || yielded(t) == YIELD_SLEEP
+           || yielded(t) == YIELD_BARE) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "sleeping");
+  }
+  return 1;
+}
+
 /* _set_errors(classes): the error classes the core raises. */
 static int core_set_errors (lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -812,6 +900,7 @@ static const luaL_Reg task_methods[] = {
   {"get_name", task_get_name},
   {"set_name", task_set_name},
   {"get_coro", task_get_coro},
+  {"get_stack", task_get_stack},
   {"set_result", task_no_set},
   {"set_exception", task_no_set},
   {"await", core_await},
@@ -831,6 +920,7 @@ static const luaL_Reg task_functions[] = {
   {"new_task", core_new_task},
   {"all_tasks", core_all_tasks},
   {"_task_traceback", core_task_traceback},
+  {"_task_info", core_task_info},
   {"_set_errors", core_set_errors},
   {"_context", core_context},
   {NULL, NULL}
