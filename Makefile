@@ -77,10 +77,10 @@ ALL_CFLAGS   = $(strip -std=c11 $(OPTFLAGS) -fPIC $(WARNINGS) $(SANFLAGS) \
 ALL_LDFLAGS  = $(strip $(SANFLAGS) $(LDFLAGS))
 
 SRCS      := $(sort $(wildcard $(HOSTDIR)/*.c))
-MAIN_SRC  := $(HOSTDIR)/main.c
-CORE_SRCS := $(filter-out $(MAIN_SRC),$(SRCS))
+MAIN_SRCS := $(HOSTDIR)/main.c $(HOSTDIR)/repl.c
+CORE_SRCS := $(filter-out $(MAIN_SRCS),$(SRCS))
 CORE_OBJS := $(patsubst $(HOSTDIR)/%.c,$(BUILD)/obj/%.o,$(CORE_SRCS))
-MAIN_OBJ  := $(BUILD)/obj/main.o
+MAIN_OBJ  := $(BUILD)/obj/main.o $(BUILD)/obj/repl.o
 LUA_SRCS  := $(sort $(wildcard $(LUADIR)/loom/*.lua))
 GEN_C     := $(BUILD)/gen/embedded.c
 GEN_OBJ   := $(BUILD)/gen/embedded.o
@@ -90,10 +90,11 @@ GEN_STAMP := $(BUILD)/gen/embedded.stamp
 EXE := $(BUILD)/bin/loom
 SO  := $(BUILD)/lib/loom/core.so
 
-# The last three are real peers for the network tests (curl for the HTTP
-# example, socat and nc for raw TCP, UDP and Unix sockets).
+# curl, socat and nc are real peers for the network tests (curl for the
+# HTTP example, socat and nc for raw TCP, UDP and Unix sockets); tmux
+# drives the prompt through a pseudo-terminal in its tests.
 DEB_PACKAGES := gcc libc6-dev lua5.4 liblua5.4-dev libuv1-dev lua-busted libedit-dev \
-                pkg-config curl socat netcat-openbsd
+                pkg-config curl socat netcat-openbsd tmux
 
 .PHONY: all deps test asan bench demo install uninstall clean FORCE
 

@@ -198,6 +198,9 @@ void loom__pushcfunction(lua_State *L, lua_CFunction f);
 void *loom__testud(lua_State *L, int idx, int type);
 void *loom__checkud(lua_State *L, int idx, int type);
 
+/* repl.c: the executable's line editor (package "loom.editline") */
+int loom__open_editline(lua_State *L);
+
 /* alloc.c: the executable's allocator */
 typedef struct loom_alloc loom_alloc;
 loom_alloc *loom__alloc_new(void);

@@ -1187,7 +1187,89 @@ static int loop_counts (lua_State *L) {
   return 1;
 }
 
+/* One line of _handles() for each libuv handle of the loop that is not
+** the loop's own. */
+static void describe_walk (uv_handle_t *h, void *arg) {
+  lua_State *L = (lua_State *)arg;
+  loom_loop *loop = (loom_loop *)h->loop;  /* uv is the first member */
+  uv_os_fd_t fd;
+  if (h == (uv_handle_t *)&loop->wakeup || h == (uv_handle_t *)&loop->async
+      || h == (uv_handle_t *)&loop->sigint || uv_is_closing(h))
+    return;
+  if (uv_fileno(h, &fd) == 0)
+    lua_pushfstring(L, "%s fd %d%s", uv_handle_type_name(uv_handle_get_type(h)),
+                    (int)fd, uv_is_active(h) ? "" : " (idle)");
+  else
+    lua_pushfstring(L, "%s%s", uv_handle_type_name(uv_handle_get_type(h)),
+                    uv_is_active(h) ? "" : " (idle)");
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
+/*
+** loop:_handles(): what the loop holds, one line each, for the prompt's
+** :handles: its timers (call_later handles and sleeping tasks, soonest
+** first, with the time left) and its libuv handles (sockets, pipes,
+** signals, polls, processes) with their descriptors.
+*/
+static int loop_handles (lua_State *L) {
+  loom_loop *loop = loom__checkloop(L, 1);
+  double now;
+  int i;
+  lua_settop(L, 1);
+  lua_newtable(L);  /* 2 */
+  if (loop->closed)
+    return 1;
+  now = loom__now(loop);
+  lua_getiuservalue(L, 1, LOOM_LUV_PINS);  /* 3 */
+  {
+    /* the heap is ordered by deadline only at its root: sort a copy */
+    int n = loop->nheap, j;
+    loom_heapentry *e = (loom_heapentry *)lua_newuserdatauv(L,
+                          sizeof(loom_heapentry) * (size_t)(n ? n : 1), 0);
+    memcpy(e, loop->heap, sizeof(loom_heapentry) * (size_t)n);
+    for (i = 1; i < n; i++) {  /* insertion sort: fine for a prompt */
+      loom_heapentry x = e[i];
+      for (j = i; j > 0 && e[j - 1].when > x.when; j--)
+        e[j] = e[j - 1];
+      e[j] = x;
+    }
+    for (i = 0; i < n; i++) {
+      void *p;
+      if (lua_rawgeti(L, 3, e[i].slot) == LUA_TNIL) {
+        lua_pop(L, 1);
+        continue;
+      }
+      if ((p = loom__testud(L, -1, LOOM_TTIMER)) != NULL) {
+        if (((loom_obj *)p)->flags & LOOM_FCANCELLED) {
+          lua_pop(L, 1);
+          continue;
+        }
+        luaL_tolstring(L, -1, NULL);
+        lua_pushfstring(L, "timer in %f s: %s", e[i].when - now,
+                        lua_tostring(L, -1));
+      }
+      else if ((p = loom__testud(L, -1, LOOM_TTASK)) != NULL) {
+        luaL_tolstring(L, -1, NULL);
+        lua_pushfstring(L, "sleep in %f s: task %d %s", e[i].when - now,
+                        (int)((loom_task *)p)->id, lua_tostring(L, -1));
+      }
+      else {
+        lua_pop(L, 1);
+        continue;
+      }
+      lua_rawseti(L, 2, (lua_Integer)lua_rawlen(L, 2) + 1);
+      lua_pop(L, 2);
+    }
+    lua_pop(L, 1);  /* the copy */
+  }
+  lua_pop(L, 1);  /* pins */
+  if (loop->uvinit)
+    uv_walk(&loop->uv, describe_walk, L);
+  return 1;
+}
+
 static const luaL_Reg loop_methods[] = {
+  {"_handles", loop_handles},
   {"run_forever", loop_run_forever},
   {"run_until_complete", loop_run_until_complete},
   {"stop", loop_stop},

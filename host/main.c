@@ -26,7 +26,7 @@
 #include "lauxlib.h"
 #include "lualib.h"
 
-#include "internal.h"  /* LOOM_VERSION */
+#include "internal.h"  /* LOOM_VERSION, loom__open_editline */
 
 #define LOOM_PROGNAME "loom"
 #define LOOM_PROMPT   "> "
@@ -212,6 +212,8 @@ static int openloom(lua_State *L) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_loom_core);
   lua_setfield(L, -2, "loom.core");
+  lua_pushcfunction(L, loom__open_editline);
+  lua_setfield(L, -2, "loom.editline");
   for (e = loom_embedded; e->name != NULL; e++) {
     lua_pushlightuserdata(L, (void *)e);
     lua_pushcclosure(L, loadembedded, 1);
@@ -515,10 +517,31 @@ static void evalline(lua_State *L) {
 /*
 ** The prompt: read, compile, run, print until end of input. When it ends,
 ** loom._repl_close(), if there is one, closes the prompt's loop.
+** On a terminal, lua/loom/repl.lua runs the prompt inside the loop
+** instead (the loop keeps running while the user types); this blocking
+** one serves piped input.
 */
 static int doREPL(lua_State *L) {
   int status;
   int top = lua_gettop(L);
+  if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO)) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "loom.repl");
+    status = docall(L, 1, 1);
+    if (status == LUA_OK) {
+      lua_getfield(L, -1, "run");
+      lua_pushstring(L, LOOM_PROGNAME);
+      status = docall(L, 1, 1);
+    }
+    if (status != LUA_OK) {
+      report(L, status);
+      lua_settop(L, top);
+      return EXIT_FAILURE;
+    }
+    status = (int)luaL_optinteger(L, -1, EXIT_SUCCESS);
+    lua_settop(L, top);
+    return status;
+  }
   progname = NULL;
   rl_readline_name = LOOM_PROGNAME;
   using_history();

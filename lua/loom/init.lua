@@ -241,6 +241,14 @@ function loom._repl_eval(fn)
   return false, msg
 end
 
+-- _repl_loop(): the prompt's loop (made on first use), also the event
+-- loop of loom.get_event_loop() while the prompt runs.
+function loom._repl_loop()
+  if repl_loop == nil or repl_loop:is_closed() then repl_loop = core.new_loop() end
+  current_loop = repl_loop
+  return repl_loop
+end
+
 function loom._repl_close()
   if repl_loop ~= nil and not repl_loop:is_closed() then
     finish_loop(repl_loop)

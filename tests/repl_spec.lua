@@ -1,0 +1,169 @@
+-- repl_spec.lua: the executable's prompt on a terminal (host/repl.c,
+-- lua/loom/repl.lua), driven through tmux: keys are sent to a real
+-- pseudo-terminal and the screen is read back. Each test has its own tmux
+-- server (-L), so nothing is shared with a tmux the user runs.
+
+-- The helper programs must not inherit the sanitizer runtime preloaded
+-- into the interpreter under the ASan run.
+local function sh(cmd)
+  local p = io.popen("unset LD_PRELOAD; " .. cmd .. " 2>&1")
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+local function shquote(s) return "'" .. s:gsub("'", [['\'']]) .. "'" end
+
+local ROOT = (function()
+  local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+  return sh("cd " .. shquote(here) .. "/.. && pwd"):gsub("%s+$", "")
+end)()
+local EXE = os.getenv("LOOM_EXE") or (ROOT .. "/build/bin/loom")
+
+local have_tmux = sh("command -v tmux"):match("tmux") ~= nil
+
+local n = 0
+-- Starts the prompt in a new tmux server; returns a session object.
+local function session()
+  n = n + 1
+  local s = {
+    sock = ("loom-spec-%d-%d"):format(math.random(1e9), n),
+    hist = os.tmpname(),
+  }
+  os.remove(s.hist)
+  local function tm(args) return sh("tmux -L " .. s.sock .. " " .. args) end
+  s.tm = tm
+  -- the shell keeps the pane after loom exits, to read its exit status
+  local cmd = ("env -u LD_PRELOAD LOOM_HISTORY=%s %s; echo EXIT=$?; sleep 60")
+    :format(shquote(s.hist), shquote(EXE))
+  tm("new-session -d -x 100 -y 40 " .. shquote(cmd))
+  function s.screen() return tm("capture-pane -p") end
+  -- Waits until the screen shows text (a plain string); fails after secs.
+  function s.wait(text, secs)
+    local deadline = os.time() + (secs or 10)
+    repeat
+      local scr = s.screen()
+      if scr:find(text, 1, true) then return scr end
+      sh("sleep 0.05")
+    until os.time() > deadline
+    error(("screen never showed %q; it shows:\n%s"):format(text, s.screen()), 2)
+  end
+  function s.type(text) tm("send-keys -l " .. shquote(text)) end
+  function s.key(k) tm("send-keys " .. k) end
+  function s.line(text) s.type(text); s.key("Enter") end
+  function s.close()
+    tm("kill-server")
+    os.remove(s.hist)
+  end
+  local ok, err = pcall(s.wait, "for commands\n>")
+  if not ok then s.close(); error(err, 2) end
+  return s
+end
+
+describe("the prompt on a terminal", function()
+  if not have_tmux then
+    it("needs tmux (the Makefile installs it)", function()
+      error("tmux is not installed: the prompt cannot be driven")
+    end)
+    return
+  end
+
+  local s
+  before_each(function() s = session() end)
+  after_each(function() if s then s.close() end end)
+
+  it("runs each entry as a task: awaits work and results print", function()
+    s.line('loom.sleep(0.2) return "awaited", 2, {1, 2, a = {b = "c"}}')
+    local scr = s.wait('\n"awaited"')
+    -- several values on one line (tabs between them)
+    assert.is_not_nil(scr:find('\n"awaited"%s+2%s+{1, 2, a = {b = "c"}}'), scr)
+    s.line("x = 40")
+    s.line("x + 2")
+    s.wait("\n42")
+  end)
+
+  it("prints background output above the line being typed", function()
+    s.line('loom.get_running_loop():call_later(1.5, print, "from a timer")')
+    s.type("half a li")
+    s.wait("> half a li")
+    local scr = s.wait("\nfrom a timer")
+    -- the line typed so far is drawn again under the output, intact
+    local after = scr:match("from a timer\n([^\n]*)")
+    assert.are.equal("> half a li", after)
+    s.type("ne = 1")
+    s.key("Enter")
+    s.line("half")   -- `half a line = 1` is a syntax error; proves the text went on
+    s.wait("syntax error")
+  end)
+
+  it("Ctrl-C cancels the running entry, or clears the line", function()
+    s.line("loom.sleep(100)")
+    s.wait("loom.sleep(100)")
+    s.key("C-c")
+    s.wait("cancelled")
+    s.type("never run")
+    s.key("C-c")
+    s.wait("never run^C")
+    s.line("'still here'")
+    local scr = s.wait('"still here"')
+    assert.is_nil(scr:find("syntax error", 1, true))
+  end)
+
+  it("continues an incomplete chunk over several lines", function()
+    s.line("function double(n)")
+    s.wait("\n>>")
+    s.line("return n * 2")
+    s.line("end")
+    s.line("double(21)")
+    s.wait("\n42")
+  end)
+
+  it(":tasks names a sleeping task with its source line; :cancel and :stack", function()
+    s.line('napper = loom.create_task(function()')
+    s.line('  loom.sleep(50)')
+    s.line('end) napper:set_name("napper")')
+    s.line(":tasks")
+    local scr = s.wait("'napper' sleeping")
+    local id = scr:match("Task (%d+) 'napper' sleeping, [%d.]+ s left at stdin:2")
+    assert.is_not_nil(id, scr)
+    -- only the user's tasks: the prompt itself runs none
+    assert.is_nil(scr:find("awaiting <Future", 1, true), scr)
+    s.line(":stack " .. id)
+    s.wait("Stack for <Task napper pending>")
+    s.line(":handles")
+    s.wait("sleep in ")
+    s.line(":time")
+    s.line(":cancel " .. id)
+    s.wait("cancelling <Task napper pending>")
+    s.line("napper:cancelled()")
+    s.wait("\ntrue")
+    s.line(":nope")
+    s.wait("unknown command ':nope'")
+    s.line(":help")
+    s.wait(":tasks")
+  end)
+
+  it("shows errors with their traceback and carries on", function()
+    s.line('error("oops")')
+    s.wait("stdin:1: oops")
+    s.wait("stack traceback:")
+    s.line("1 +")
+    s.wait("\n>>")
+    s.line("1")
+    s.wait("\n2")
+  end)
+
+  it("Ctrl-D leaves with status 0 and keeps the history", function()
+    s.line("hist_marker = 1")
+    s.line("'marked'")
+    s.wait('"marked"')
+    s.key("C-d")
+    s.wait("EXIT=0")
+    local f = io.open(s.hist)
+    assert.is_not_nil(f, "no history file")
+    local text = f:read("a")
+    f:close()
+    -- libedit writes spaces as \040
+    assert.is_not_nil(text:find("hist_marker", 1, true), text)
+  end)
+end)
