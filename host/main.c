@@ -58,6 +58,7 @@ struct options {
   int version;      /* -v (or -i) */
   int plain;        /* --plain: chunks run as plain Lua, no loop */
   int debug;        /* --debug: loop debug mode for the main task */
+  int signal_dump;  /* --signal-dump: SIGUSR1 prints the task tree */
 };
 
 /* Error messages in interactive mode carry no program name (lua.c). */
@@ -165,6 +166,7 @@ static void print_usage(const char *badoption) {
     "  -l g=mod  require library 'mod' into global 'g'\n"
     "  -v        show version information\n"
     "  --debug   run the main task with the loop in debug mode\n"
+    "  --signal-dump  SIGUSR1 prints the task tree to stderr\n"
     "  --plain   run chunks as plain Lua: no main task, no loop\n"
     "  --        stop handling options\n"
     "  -         stop handling options and execute stdin\n",
@@ -239,7 +241,8 @@ static int openloom(lua_State *L) {
 
 /*
 ** Run the loaded chunk below its narg arguments and return an exit status.
-** In loop mode it calls require("loom")._main({debug=}, chunk, ...), which
+** In loop mode it calls require("loom")._main({debug=, signal_dump=},
+** chunk, ...), which
 ** reports errors itself and returns the status. With --plain the chunk is
 ** called directly and an error is reported here (status 1).
 ** [-(narg+1), +0, e]
@@ -258,9 +261,11 @@ static int runchunk(lua_State *L, const struct options *o, int narg) {
     return EXIT_FAILURE;
   }
   lua_insert(L, base);  /* _main below the chunk */
-  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 2);
   lua_pushboolean(L, o->debug);
   lua_setfield(L, -2, "debug");
+  lua_pushboolean(L, o->signal_dump);
+  lua_setfield(L, -2, "signal_dump");
   lua_insert(L, base + 1);  /* opts between _main and the chunk */
   status = docall(L, narg + 2, 1);
   if (status != LUA_OK) {  /* _main itself failed */
@@ -521,7 +526,7 @@ static void evalline(lua_State *L) {
 ** instead (the loop keeps running while the user types); this blocking
 ** one serves piped input.
 */
-static int doREPL(lua_State *L) {
+static int doREPL(lua_State *L, const struct options *o) {
   int status;
   int top = lua_gettop(L);
   if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO)) {
@@ -531,7 +536,10 @@ static int doREPL(lua_State *L) {
     if (status == LUA_OK) {
       lua_getfield(L, -1, "run");
       lua_pushstring(L, LOOM_PROGNAME);
-      status = docall(L, 1, 1);
+      lua_createtable(L, 0, 1);
+      lua_pushboolean(L, o->signal_dump);
+      lua_setfield(L, -2, "signal_dump");
+      status = docall(L, 2, 1);
     }
     if (status != LUA_OK) {
       report(L, status);
@@ -598,6 +606,8 @@ static int collectargs(char **argv, struct options *o) {
         }
         if (strcmp(a, "--debug") == 0)
           o->debug = 1;
+        else if (strcmp(a, "--signal-dump") == 0)
+          o->signal_dump = 1;
         else if (strcmp(a, "--plain") == 0)
           o->plain = 1;
         else
@@ -702,11 +712,11 @@ static int pmain(lua_State *L) {
     status = doscript(L, &o, argv + o.script);
   if (status == EXIT_SUCCESS) {
     if (o.interactive) {
-      status = doREPL(L);
+      status = doREPL(L, &o);
     } else if (o.script == 0 && !o.has_e && !o.version) {
       if (isatty(STDIN_FILENO)) {  /* no script on a terminal: the prompt */
         print_version();
-        status = doREPL(L);
+        status = doREPL(L, &o);
       } else {  /* stdin is the script, with no arguments (lua.c) */
         status = report(L, luaL_loadfile(L, NULL)) == LUA_OK
                    ? runchunk(L, &o, 0) : EXIT_FAILURE;

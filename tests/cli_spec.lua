@@ -355,6 +355,33 @@ exec %s -e %s </dev/null >%s 2>%s]]):format(shquote(ready), shquote(EXE),
     end)
   end)
 
+  describe("--signal-dump", function()
+    it("prints the task tree to stderr on SIGUSR1, and the script goes on", function()
+      local ready, out, err = tmpfile(), tmpfile(), tmpfile()
+      os.remove(ready)
+      local chunk = ("local function napper() loom.sleep(30) end "
+        .. "loom.create_task(napper):set_name('napper') "
+        .. "io.open(%q, 'w'):close() loom.sleep(1.5) print('finished')"):format(ready)
+      local cmd = ([[
+( i=0
+  while [ ! -e %s ] && kill -0 $$ 2>/dev/null && [ $i -lt 100 ]; do
+    sleep 0.1; i=$((i+1))
+  done
+  kill -USR1 $$ 2>/dev/null
+) </dev/null >/dev/null 2>&1 &
+exec %s --signal-dump -e %s </dev/null >%s 2>%s]]):format(shquote(ready), shquote(EXE),
+        shquote(chunk), shquote(out), shquote(err))
+      local _, how, code = execute("timeout -s KILL 20 sh -c " .. shquote(cmd))
+      os.remove(ready)
+      local text = readfile(err)
+      assert.same({ "exit", 0 }, { how, code }, text)
+      assert.equal("finished\n", readfile(out))
+      assert.is_not_nil(text:find("(SIGUSR1)", 1, true), text)
+      assert.is_not_nil(text:find("Task 1 'main' sleeping", 1, true), text)
+      assert.is_not_nil(text:find("└── Task 2 'napper' sleeping, [%d.]+ s left at %(command line%):1"), text)
+    end)
+  end)
+
   describe("prompt", function()
     it("prints expression values and runs statements", function()
       local r = loom("-i", "1+1\nx = 'v'\nx\nreturn 1, nil, 3\n")

@@ -199,6 +199,16 @@ local function report_error(err, task)
   io.stderr:flush()
 end
 
+-- _signal_dump(loop): from now on SIGUSR1 prints the loop's task tree to
+-- stderr (the executable's --signal-dump).
+function loom._signal_dump(loop)
+  loop:add_signal_handler("SIGUSR1", function()
+    io.stderr:write(("loom: tasks at loop time %.3f (SIGUSR1)\n"):format(loop:time()))
+    loom.print_tasks(loop, io.stderr)
+    io.stderr:flush()
+  end)
+end
+
 -- _main(opts, chunk, ...): runs a script's chunk as the main task of a
 -- fresh loop and returns the exit status: 0, 1 on an error (printed with
 -- its traceback), 130 after Ctrl-C, which cancels the main task (a second
@@ -208,6 +218,7 @@ function loom._main(opts, chunk, ...)
   current_loop = loop
   local main = loop:create_task(chunk, ...)
   main:set_name("main")
+  if opts and opts.signal_dump then loom._signal_dump(loop) end
   local interrupts = 0
   loop:_catch_sigint(function()
     interrupts = interrupts + 1

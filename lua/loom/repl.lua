@@ -90,8 +90,9 @@ local function find_task(loop, id)
   return nil
 end
 
--- run(progname): the prompt, until end of input. Returns the exit status.
-function M.run(progname)
+-- run(progname, [opts]): the prompt, until end of input (opts.signal_dump:
+-- SIGUSR1 prints the task tree). Returns the exit status.
+function M.run(progname, opts)
   local ed = require "loom.editline"
   local loop = loom._repl_loop()
   local hist = history_path()
@@ -246,6 +247,7 @@ function M.run(progname)
         end
       end)
       ed._start(loop, on_line)
+      if opts and opts.signal_dump then loom._signal_dump(loop) end
     end)
     if not ok then
       start_err = err
