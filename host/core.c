@@ -105,6 +105,7 @@ LUAMOD_API int luaopen_loom_core (lua_State *L) {
   loom__open_tcp(L);
   loom__open_pipe(L);
   loom__open_socket(L);
+  loom__open_trace(L);
   loom__open_udp(L);
   loom__open_streambuf(L);
   lua_pushcfunction(L, core_interpose);

@@ -588,6 +588,9 @@ static int complete_error (lua_State *L) {
 static void finish (dns_req *r) {
   loom_loop *loop = r->loop;
   lua_State *L = loop ? loop->L : NULL;
+  if (loom__trace != NULL && loop != NULL)
+    loom__trace_async(loop, "pool", r->u.ai.type == UV_GETADDRINFO
+                      ? "getaddrinfo" : "getnameinfo", r, 0);
   unlink_req(r);
   if (L == NULL || loop->closed) {  /* detached: refs already released */
     freereq(L, r);
@@ -649,6 +652,8 @@ static int start_getaddrinfo (lua_State *L, loom_loop *loop, int loopidx,
   if (err < 0)
     return failreq(L, r, err, "getaddrinfo");
   listreq(loop, r);
+  if (loom__trace != NULL)
+    loom__trace_async(loop, "pool", "getaddrinfo", r, 1);
   return 1;
 }
 
@@ -666,6 +671,8 @@ static int start_getnameinfo (lua_State *L, loom_loop *loop, int loopidx,
   if (err < 0)
     return failreq(L, r, err, "getnameinfo");
   listreq(loop, r);
+  if (loom__trace != NULL)
+    loom__trace_async(loop, "pool", "getnameinfo", r, 1);
   return 1;
 }
 

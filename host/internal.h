@@ -180,6 +180,7 @@ typedef struct loom_loop {
   void *udp_state;
   int nsignals;             /* signal handles watching (they are unref'd,
                                so uv_loop_alive does not count them) */
+  uint32_t traceid;         /* its lane in a trace (trace.c), 0: none yet */
 } loom_loop;
 
 /*
@@ -279,6 +280,16 @@ void loom__pushaddr(lua_State *L, const struct sockaddr *sa);
 void loom__push_transport_socket(lua_State *L, int tidx);
 int loom__loop_table(lua_State *L, int loopidx, const void *key, int create);
 void loom__loop_table_drop(lua_State *L, int loopidx, const void *key);
+
+/* trace.c: off when loom__trace is NULL (one test per hook) */
+typedef struct loom_trace loom_trace;
+extern _Thread_local loom_trace *loom__trace;
+void loom__trace_span(loom_loop *loop, const char *cat, const char *name,
+                      uint64_t start, uint64_t end, const char *argname,
+                      double arg);
+void loom__trace_async(loom_loop *loop, const char *cat, const char *name,
+                       const void *id, int begin);
+int loom__open_trace(lua_State *L);
 
 /* gather.c */
 void loom__gather_done(lua_State *L, int gidx, loom_future *f, int fidx);

@@ -504,17 +504,36 @@ static void warn_slow (lua_State *L, int loopidx, int idx, double secs) {
 ** raises, run_forever finds the failing entry still in place, reports it
 ** and comes back here for the rest of the batch.
 */
+/* Writes the trace event of the entry at idx, run from t0 to t1. */
+static void trace_entry (lua_State *L, loom_loop *loop, int idx, uint64_t t0,
+                         uint64_t t1) {
+  loom_obj *o = (loom_obj *)lua_touserdata(L, idx);
+  const char *cat = "callback";
+  if (o == NULL || !lua_checkstack(L, 2))
+    return;
+  if (o->kind == LOOM_KTASK)
+    cat = "task";
+  else if (o->kind == LOOM_KFUTURE)
+    cat = "future";
+  describe(L, idx);
+  loom__trace_span(loop, cat, lua_tostring(L, -1), t0, t1, NULL, 0);
+  lua_pop(L, 1);
+}
+
 static void run_batch (lua_State *L, loom_loop *loop, int loopidx, int tbl) {
   while (loop->icur < loop->ncur) {
     int i = loop->icur + 1;
     lua_rawgeti(L, tbl, i);
     loop->inentry = 1;
-    if (loop->debug) {
-      uint64_t t0 = uv_hrtime();
+    if (loop->debug || loom__trace != NULL) {
+      uint64_t t0 = uv_hrtime(), t1;
       double dt;
       run_entry(L, loopidx, tbl + 1);
-      dt = (double)(uv_hrtime() - t0) / 1e9;
-      if (dt >= loop->slow_callback_duration)
+      t1 = uv_hrtime();
+      dt = (double)(t1 - t0) / 1e9;
+      if (loom__trace != NULL)
+        trace_entry(L, loop, tbl + 1, t0, t1);
+      if (loop->debug && dt >= loop->slow_callback_duration)
         warn_slow(L, loopidx, tbl + 1, dt);
     }
     else
@@ -535,7 +554,20 @@ static void wakeup_cb (uv_timer_t *t) {
 /*
 ** Polls for I/O with a timeout in seconds (< 0: no limit).
 */
+static void poll_io_ (loom_loop *loop, double timeout);
+
 static void poll_io (loom_loop *loop, double timeout) {
+  if (loom__trace != NULL) {
+    uint64_t t0 = uv_hrtime();
+    poll_io_(loop, timeout);
+    loom__trace_span(loop, "loop", "poll", t0, uv_hrtime(), "timeout",
+                     timeout);
+  }
+  else
+    poll_io_(loop, timeout);
+}
+
+static void poll_io_ (loom_loop *loop, double timeout) {
   if (timeout == 0) {
     /* uv_run does not poll a loop with nothing ref'd alive: unref'd
     ** signal handles still need it, so hold a reference meanwhile */
@@ -571,6 +603,8 @@ static void poll_io (loom_loop *loop, double timeout) {
 */
 static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
   int top = lua_gettop(L);
+  uint64_t tstart = loom__trace != NULL ? uv_hrtime() : 0;
+  int nrun = 0;
   heap_trim(L, loop, loopidx);
   if (loop->nready > 0 || loop->stopping) {
     /* signal handles keep no loop alive, but must be heard while busy */
@@ -618,12 +652,15 @@ static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
     ** the other table, emptied by the last batch */
     lua_getiuservalue(L, loopidx, LOOM_LUV_QUEUE0 + loop->readyq);
     loop->readyq ^= 1;
-    loop->ncur = loop->nready;
+    loop->ncur = nrun = loop->nready;
     loop->icur = 0;
     loop->nready = 0;
     run_batch(L, loop, loopidx, top + 1);
   }
   lua_settop(L, top);
+  if (loom__trace != NULL && tstart != 0)
+    loom__trace_span(loop, "loop", "iteration", tstart, uv_hrtime(), "ran",
+                     nrun);
 }
 
 /* Reports the batch entry that raised: the error is on top. [-1, +0, -] */

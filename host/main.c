@@ -59,6 +59,7 @@ struct options {
   int plain;        /* --plain: chunks run as plain Lua, no loop */
   int debug;        /* --debug: loop debug mode for the main task */
   int signal_dump;  /* --signal-dump: SIGUSR1 prints the task tree */
+  const char *trace;  /* --trace FILE: a trace of the loop into FILE */
 };
 
 /* Error messages in interactive mode carry no program name (lua.c). */
@@ -167,6 +168,7 @@ static void print_usage(const char *badoption) {
     "  -v        show version information\n"
     "  --debug   run the main task with the loop in debug mode\n"
     "  --signal-dump  SIGUSR1 prints the task tree to stderr\n"
+    "  --trace FILE   write a trace of the loop (Chrome trace-event JSON)\n"
     "  --plain   run chunks as plain Lua: no main task, no loop\n"
     "  --        stop handling options\n"
     "  -         stop handling options and execute stdin\n",
@@ -266,6 +268,10 @@ static int runchunk(lua_State *L, const struct options *o, int narg) {
   lua_setfield(L, -2, "debug");
   lua_pushboolean(L, o->signal_dump);
   lua_setfield(L, -2, "signal_dump");
+  if (o->trace != NULL) {
+    lua_pushstring(L, o->trace);
+    lua_setfield(L, -2, "trace");
+  }
   lua_insert(L, base + 1);  /* opts between _main and the chunk */
   status = docall(L, narg + 2, 1);
   if (status != LUA_OK) {  /* _main itself failed */
@@ -536,9 +542,13 @@ static int doREPL(lua_State *L, const struct options *o) {
     if (status == LUA_OK) {
       lua_getfield(L, -1, "run");
       lua_pushstring(L, LOOM_PROGNAME);
-      lua_createtable(L, 0, 1);
+      lua_createtable(L, 0, 2);
       lua_pushboolean(L, o->signal_dump);
       lua_setfield(L, -2, "signal_dump");
+      if (o->trace != NULL) {
+        lua_pushstring(L, o->trace);
+        lua_setfield(L, -2, "trace");
+      }
       status = docall(L, 2, 1);
     }
     if (status != LUA_OK) {
@@ -608,6 +618,11 @@ static int collectargs(char **argv, struct options *o) {
           o->debug = 1;
         else if (strcmp(a, "--signal-dump") == 0)
           o->signal_dump = 1;
+        else if (strcmp(a, "--trace") == 0) {
+          if (argv[i + 1] == NULL)
+            return i;
+          o->trace = argv[++i];
+        }
         else if (strcmp(a, "--plain") == 0)
           o->plain = 1;
         else

@@ -259,6 +259,11 @@ int loom__task_new (lua_State *L, loom_loop *loop, int loopidx, int fidx,
     t->id = ++loop->taskids;
   if (loop->current != NULL)
     t->parent = loop->current->id;
+  if (loom__trace != NULL) {
+    loom__trace_async(loop, "task", lua_pushfstring(L, "Task %d", (int)t->id),
+                      t, 1);
+    lua_pop(L, 1);
+  }
   return 1;
 }
 
@@ -334,6 +339,11 @@ static void finish (lua_State *L, loom_task *t, int idx, int status, int nres) {
   t->co = NULL;
   tasks_remove(L, t->f.loop, t, idx);
   loom__future_schedule(L, &t->f, idx);
+  if (loom__trace != NULL && lua_checkstack(L, 1)) {
+    loom__trace_async(t->f.loop, "task", lua_pushfstring(L, "Task %d",
+                      (int)t->id), t, 0);
+    lua_pop(L, 1);
+  }
 }
 
 /* Cancels the waiter (the future at top); returns whether it was pending. */

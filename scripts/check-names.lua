@@ -17,7 +17,6 @@ pending("io", [[loop.sendfile loop.start_tls]])
 pending("processes", [[loop.subprocess_exec loop.subprocess_shell
   loop.run_in_executor create_subprocess_exec create_subprocess_shell
   PIPE DEVNULL STDOUT fs thread channel ThreadPoolExecutor to_thread]])
-pending("introspection", [[trace]])
 pending("tls", [[tls]])
 
 local f = assert(io.open(design, "rb"))

@@ -85,7 +85,8 @@ end
 -- The composition layer: each module returns a table of public names.
 for _, name in ipairs { "loom.context", "loom.sync", "loom.queues",
                         "loom.combinators", "loom.dns", "loom.signals",
-                        "loom.fds", "loom.streams", "loom.introspect" } do
+                        "loom.fds", "loom.streams", "loom.introspect",
+                        "loom.tracing" } do
   for k, v in pairs(require(name)) do
     assert(loom[k] == nil, name .. " redefines loom." .. k)
     loom[k] = v
@@ -214,6 +215,7 @@ end
 -- its traceback), 130 after Ctrl-C, which cancels the main task (a second
 -- Ctrl-C stops the loop).
 function loom._main(opts, chunk, ...)
+  if opts and opts.trace then loom.trace.start(opts.trace) end
   local loop = core.new_loop { debug = opts and opts.debug }
   current_loop = loop
   local main = loop:create_task(chunk, ...)
@@ -228,6 +230,7 @@ function loom._main(opts, chunk, ...)
   if interrupts < 2 then pcall(cancel_all_tasks, loop) end
   loop:_catch_sigint(nil)
   finish_loop(loop)
+  if opts and opts.trace then loom.trace.stop() end
   if interrupts > 0 then return 130 end
   if not ok then
     report_error(err, main)

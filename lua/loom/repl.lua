@@ -248,6 +248,7 @@ function M.run(progname, opts)
       end)
       ed._start(loop, on_line)
       if opts and opts.signal_dump then loom._signal_dump(loop) end
+      if opts and opts.trace then loom.trace.start(opts.trace) end
     end)
     if not ok then
       start_err = err
@@ -264,6 +265,7 @@ function M.run(progname, opts)
   if ok and start_err ~= nil then ok, err = false, start_err end
   if not started then _G.print = real_print end
   ed._stop()
+  if opts and opts.trace then loom.trace.stop() end
   pcall(loop.remove_signal_handler, loop, "SIGINT")
   _G.print = real_print
   io.stdout:write("\n")
