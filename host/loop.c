@@ -508,15 +508,19 @@ static void warn_slow (lua_State *L, int loopidx, int idx, double secs) {
 static void trace_entry (lua_State *L, loom_loop *loop, int idx, uint64_t t0,
                          uint64_t t1) {
   loom_obj *o = (loom_obj *)lua_touserdata(L, idx);
-  const char *cat = "callback";
+  const char *cat = "callback", *argname = NULL;
+  double arg = 0;
   if (o == NULL || !lua_checkstack(L, 2))
     return;
-  if (o->kind == LOOM_KTASK)
+  if (o->kind == LOOM_KTASK) {
     cat = "task";
+    argname = "task";  /* its id: the N of its life's "Task N" */
+    arg = ((loom_task *)o)->id;
+  }
   else if (o->kind == LOOM_KFUTURE)
     cat = "future";
   describe(L, idx);
-  loom__trace_span(loop, cat, lua_tostring(L, -1), t0, t1, NULL, 0);
+  loom__trace_span(loop, cat, lua_tostring(L, -1), t0, t1, argname, arg);
   lua_pop(L, 1);
 }
 

@@ -167,4 +167,29 @@ print(t:await())
     assert.are.equal(2, count["e/task"])
     assert.is_true(count["X/task"] >= 3)
   end)
+
+  it("the demo's trace draws as an SVG timeline with a row per task", function()
+    local exe = os.getenv("LOOM_EXE")
+    local root = debug.getinfo(1, "S").source:match("^@(.*)/tests/[^/]*$") or "."
+    local path, svg = os.tmpname(), os.tmpname()
+    local p = io.popen(("unset LD_PRELOAD; %s --trace %s %s/scripts/examples/trace_demo.lua 2>&1")
+      :format(exe, path, root))
+    local out = p:read("a")
+    assert.is_true(p:close(), out)
+    local total = 0
+    for name, n in out:gmatch("(c%d)\t(%d+)\n") do total = total + tonumber(n) end
+    assert.are.equal(12, total, out)   -- every item consumed, whoever took it
+    p = io.popen(("unset LD_PRELOAD; lua5.4 %s/scripts/trace-svg.lua %s %s 2>&1"):format(root, path, svg))
+    out = p:read("a")
+    assert.is_true(p:close(), out)
+    local text = readfile(svg)
+    os.remove(path)
+    os.remove(svg)
+    local labels = {}
+    for l in text:gmatch('<text x="4" y="%d+">([^<]*)</text>') do labels[#labels + 1] = l end
+    assert.are.same({ "loop", "main", "producer", "consumer 1", "consumer 2", "consumer 3",
+                      "callbacks" }, labels)
+    local bars = select(2, text:gsub("<rect", ""))
+    assert.is_true(bars > 50, tostring(bars))
+  end)
 end)
