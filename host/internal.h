@@ -275,6 +275,13 @@ void loom__push_transport_socket(lua_State *L, int tidx);
 int loom__loop_table(lua_State *L, int loopidx, const void *key, int create);
 void loom__loop_table_drop(lua_State *L, int loopidx, const void *key);
 
+/* signal.c: a signal number or name at idx, checked for fname */
+int loom__signal_check(lua_State *L, int idx, const char *fname, int argno);
+
+/* process.c */
+int loom__open_process(lua_State *L);
+void loom__process_shutdown(lua_State *L, loom_loop *loop, int loopidx);
+
 /* gather.c */
 void loom__gather_done(lua_State *L, int gidx, loom_future *f, int fidx);
 int loom__open_gather(lua_State *L);
