@@ -381,7 +381,7 @@ describe("create_subprocess_exec", function()
 
   it("passes the limit option to the readers", function()
     run(function()
-      local p = loom.create_subprocess_shell("printf '%0100d\\n' 0; sleep 30",
+      local p = loom.create_subprocess_shell("printf '%0100d\\n' 0; exec sleep 30",
         { stdout = PIPE, limit = 16 })
       local e = H.raised(p.stdout.readline, p.stdout)
       assert.is_true(loom.LimitOverrunError:is(e) or tostring(e):find("limit") ~= nil)
@@ -732,7 +732,7 @@ describe("subprocess faults", function()
     local pid
     loop:run_until_complete(function()
       local t = loop:subprocess_exec(function() return p end, "sh", "-c",
-        "echo hi; sleep 30", { stdin = PIPE, stdout = PIPE, stderr = PIPE })
+        "echo hi; exec sleep 30", { stdin = PIPE, stdout = PIPE, stderr = PIPE })
       pid = t:get_pid()
       wait_until(function() return #p.out[1] > 0 end, "output")
       -- a Process too, with a task waiting for it
