@@ -291,6 +291,13 @@ void loom__trace_async(loom_loop *loop, const char *cat, const char *name,
                        const void *id, int begin);
 int loom__open_trace(lua_State *L);
 
+/* signal.c: a signal number or name at idx, checked for fname */
+int loom__signal_check(lua_State *L, int idx, const char *fname, int argno);
+
+/* process.c */
+int loom__open_process(lua_State *L);
+void loom__process_shutdown(lua_State *L, loom_loop *loop, int loopidx);
+
 /* gather.c */
 void loom__gather_done(lua_State *L, int gidx, loom_future *f, int fidx);
 int loom__open_gather(lua_State *L);

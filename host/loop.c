@@ -1099,6 +1099,7 @@ static void loop_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
     loom__signal_shutdown(L, loop, loopidx);
     loom__poll_shutdown(L, loop, loopidx);
     loom__udp_shutdown(L, loop, loopidx);
+    loom__process_shutdown(L, loop, loopidx);
     uv_walk(&loop->uv, close_walk_cb, NULL);
     uv_run(&loop->uv, UV_RUN_DEFAULT);
     uv_loop_close(&loop->uv);

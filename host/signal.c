@@ -127,6 +127,13 @@ static int checksignal (lua_State *L, int idx, const char *fname, int argno,
   return (int)n;
 }
 
+/* The signal at idx for other files (process.c's send_signal): a
+** number in 1 .. NSIG-1 or a name, as add_signal_handler takes it. */
+int loom__signal_check (lua_State *L, int idx, const char *fname,
+                        int argno) {
+  return checksignal(L, idx, fname, argno, 0);
+}
+
 /* }====================================================== */
 
 

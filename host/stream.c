@@ -798,6 +798,42 @@ static conn *newtransport (lua_State *L, loom_loop *loop, int loopidx,
   return c;
 }
 
+/*
+** A transport around a new uv_pipe_t (no IPC) that nothing has opened
+** yet, for a child's stdio pipe: uv_spawn (process.c) opens it, or
+** uv_pipe_open does. Pushes the transport, pinned like a connecting one,
+** with no protocol; transport:abort() discards it when the spawn fails.
+** [-0, +1, e]
+*/
+conn *loom__stream_newpipe (lua_State *L, loom_loop *loop, int loopidx) {
+  conn *c = newtransport(L, loop, loopidx, LOOM_SOCK_UNIX);
+  lua_pushvalue(L, -1);
+  c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return c;
+}
+
+/*
+** Once the child runs: gives the pipe transport at tidx the protocol on
+** top (popped), calls its connection_made and starts reading. A failure
+** to read closes the transport with its OSError. [-1, +0, e]
+*/
+void loom__stream_pipe_start (lua_State *L, conn *c, int tidx) {
+  int r;
+  tidx = lua_absindex(L, tidx);
+  lua_setiuservalue(L, tidx, TUV_PROTO);
+  c->made = 1;
+  c->started = 1;
+  lua_pushvalue(L, tidx);
+  protocall(L, tidx, "connection_made", 1);
+  lua_pop(L, 1);
+  r = ((tcp_ud *)lua_touserdata(L, tidx))->c != NULL ? want_read(c) : 0;
+  if (r < 0) {
+    loom__push_oserror(L, r, "read");
+    conn_close(L, c, tidx, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+}
+
 /* }====================================================== */
 
 

@@ -128,6 +128,12 @@ int loom__stream_listen(lua_State *L, loom_srv_ud *su, int sidx,
                         const char *fname);
 void loom__stream_stop(loom_srv_ud *su);
 
+/* stream.c: a child's stdio pipe (process.c). newpipe pushes a pinned
+** transport over a uv_pipe_t not yet opened; pipe_start gives it the
+** protocol on top, calls connection_made and starts reading. */
+loom_conn *loom__stream_newpipe(lua_State *L, loom_loop *loop, int loopidx);
+void loom__stream_pipe_start(lua_State *L, loom_conn *c, int tidx);
+
 /* stream.c: transport methods a socket kind adds (upvalue 1: the
 ** transport metatable), and the checked transport at 1 */
 void loom__stream_methods(lua_State *L, const luaL_Reg *l);

@@ -14,9 +14,8 @@ local function pending(area, names)
   for name in names:gmatch("%S+") do later[name] = area end
 end
 pending("io", [[loop.sendfile loop.start_tls]])
-pending("processes", [[loop.subprocess_exec loop.subprocess_shell
-  loop.run_in_executor create_subprocess_exec create_subprocess_shell
-  PIPE DEVNULL STDOUT fs thread channel ThreadPoolExecutor to_thread]])
+pending("processes", [[loop.run_in_executor fs thread channel
+  ThreadPoolExecutor to_thread]])
 pending("tls", [[tls]])
 
 local f = assert(io.open(design, "rb"))

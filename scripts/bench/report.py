@@ -408,6 +408,34 @@ def main():
         ("gather >= 3x uvloop", rate_ratio("gather", "uvloop"), ">=", 3),
         ("HTTP example ahead of Node's http at 100 connections", http_target, ">", 1),
     ]
+
+    # ------------------------------------------------ spawn
+    # Processes spawned and reaped per second (scripts/bench/spawn.lua
+    # against py/spawn.py: N runs of `true` shared by C tasks), one
+    # workload spawn_c<C> per concurrency C; loom, asyncio and uvloop only.
+    # Target per C: >= 2x uvloop. Its targets go before the HTTP one, which
+    # the echo/http-only report below expects last.
+    spawn_cs = sorted({int(k[0][7:]) for k in vals if re.match(r"^spawn_c\d+$", k[0])})
+    spawn_targets = []
+    if spawn_cs:
+        p("## spawn (processes spawned and reaped per second: loom, asyncio, uvloop)\n")
+        p("N runs of `true` (create_subprocess_exec, then wait), shared by C tasks so "
+          "that at most C children live at once. Ratios: loom's rate / the peer's "
+          "(above 1 = loom faster). Target: >= 2x uvloop at every C.\n")
+        p("| C | loom | asyncio | uvloop | loom / asyncio | loom / uvloop |")
+        p("|---|---|---|---|---|---|")
+        for c in spawn_cs:
+            w = f"spawn_c{c}"
+            md = {q: med(w, q, "ops_per_sec") for q in ("loom", "asyncio", "uvloop")}
+            cell = lambda q: (si(md[q]).strip() + spread(series(w, q, "ops_per_sec"))
+                              if md[q] else "–")
+            ra = md["loom"] / md["asyncio"] if md["loom"] and md["asyncio"] else None
+            ru = md["loom"] / md["uvloop"] if md["loom"] and md["uvloop"] else None
+            p(f"| {c} | {cell('loom')} | {cell('asyncio')} | {cell('uvloop')} | "
+              f"{rx(ra) if ra else '–'} | {rx(ru) if ru else '–'} |")
+            spawn_targets.append((f"spawn rate >= 2x uvloop (C={c})", ru, ">=", 2))
+        p("")
+    targets[-1:-1] = spawn_targets
     if (echo or http) and all(r is None for _, r, _, _ in targets[:-1]):
         if http:  # an echo/http-only run: no other target measured
             p("## Targets\n")

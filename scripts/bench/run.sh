@@ -17,7 +17,7 @@
 # and copies table.md to build/bench/latest.md.
 #
 # usage: scripts/bench/run.sh [workload ...]
-#   (callbacks timers tasks pingpong queue lock gather echo http; default all, in that order)
+#   (callbacks timers tasks pingpong queue lock gather echo http spawn; default all, in that order)
 # echo: TCP echo servers driven by the peers' C epoll client (echo/client.c,
 # built into build/bench/peers-bin/), each started pinned on SERVER_CPU and
 # measured with the client pinned on CLIENT_CPU for every size x
@@ -80,13 +80,13 @@ PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench/peers}
 PEERS=${PEERS:-asyncio uvloop luv cqueues lua-coro node libuv-c}
 [ "$PEERS" = none ] && PEERS=
 ASKED_PEERS=$PEERS             # before any is dropped (for scripts/bench/py)
-WORKLOADS=${*:-callbacks timers tasks pingpong queue lock gather echo http}
+WORKLOADS=${*:-callbacks timers tasks pingpong queue lock gather echo http spawn}
 LOOM=$ROOT/build/bin/loom
 BENCH=$ROOT/scripts/bench
 
 for w in $WORKLOADS; do
-  case $w in callbacks|timers|tasks|pingpong|queue|lock|gather|echo|http) ;;
-    *) echo "unknown workload '$w' (callbacks timers tasks pingpong queue lock gather echo http)" >&2; exit 2 ;;
+  case $w in callbacks|timers|tasks|pingpong|queue|lock|gather|echo|http|spawn) ;;
+    *) echo "unknown workload '$w' (callbacks timers tasks pingpong queue lock gather echo http spawn)" >&2; exit 2 ;;
   esac
 done
 
@@ -427,6 +427,11 @@ for rep in $(seq 1 "$REPS"); do
       queue)     own "$rep" queue "$N_QUEUE" ;;
       lock)      own "$rep" lock "$N_LOCK" ;;
       gather)    own "$rep" gather "$N_GATHER" "$GATHER_REPS" ;;  # prints N_GATHER*GATHER_REPS
+      # spawn: processes spawned and reaped per second, loom against asyncio
+      # and uvloop (scripts/bench/spawn.lua, py/spawn.py: N_SPAWN=1000 runs
+      # of `true`, shared by C tasks for each C in SPAWN_CONC="1 10 50";
+      # one line per C, workload spawn_c<C>)
+      spawn)     own "$rep" spawn "${N_SPAWN:-1000}" "${SPAWN_CONC:-1 10 50}" ;;
       echo)      echo_suite "$rep" ;;
       http)      http_suite "$rep" ;;
     esac
