@@ -3,6 +3,9 @@
 ** The module loom.core: opens every part of the core into one table.
 */
 
+#include <signal.h>
+#include <string.h>
+
 #include "internal.h"
 
 LUAMOD_API int luaopen_loom_core (lua_State *L);
@@ -85,9 +88,29 @@ static int core_interpose (lua_State *L) {
   return 1;
 }
 
+/*
+** Without this, a write to a peer that reset its connection, or to a
+** child that exited, kills the program with SIGPIPE (libuv writes with
+** write(2)); the write fails with EPIPE instead. Python ignores SIGPIPE at
+** start-up, Node too; loom does when it is opened, unless the program
+** chose a disposition itself. Children get the default back (libuv
+** resets every signal in them).
+*/
+static void ignore_sigpipe (void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && !(sa.sa_flags & SA_SIGINFO)
+      && sa.sa_handler == SIG_DFL) {
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_IGN;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGPIPE, &sa, NULL);
+  }
+}
+
 LUAMOD_API int luaopen_loom_core (lua_State *L) {
   int i;
   luaL_checkversion(L);
+  ignore_sigpipe();
   for (i = 0; i < LOOM_TCOUNT; i++) {
     loom__newmt(L, i);
     lua_pop(L, 1);

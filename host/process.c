@@ -556,21 +556,6 @@ static void checkopts (lua_State *L, int oidx, int argno, const argctx *ac,
     lua_pop(L, 1);
 }
 
-/* Without this, writing to a child that exited would kill the program
-** with SIGPIPE. Python ignores it at start-up; loom does when it first
-** makes a stdin pipe, unless the program chose a disposition itself.
-** Children get the default back (libuv resets every signal in them). */
-static void ignore_sigpipe (void) {
-  struct sigaction sa;
-  if (sigaction(SIGPIPE, NULL, &sa) == 0 && !(sa.sa_flags & SA_SIGINFO)
-      && sa.sa_handler == SIG_DFL) {
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_IGN;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGPIPE, &sa, NULL);
-  }
-}
-
 /* Calls method of the value at idx with no argument. */
 static void callmethod (lua_State *L, int idx, const char *method) {
   idx = lua_absindex(L, idx);
@@ -744,7 +729,6 @@ static int spawn (lua_State *L, int shell, const argctx *ac, int pidx,
   o.stdio_count = 3;
   o.stdio = stdio;
   if (so.mode[0] == LOOM_PIPE)
-    ignore_sigpipe();
   r = uv_spawn(&loop->uv, &ph->h, &o);
   if (sp[1] >= 0)
     close(sp[1]);

@@ -355,6 +355,33 @@ exec %s -e %s </dev/null >%s 2>%s]]):format(shquote(ready), shquote(EXE),
     end)
   end)
 
+  it("ignores SIGPIPE: writing to a closed peer fails with EPIPE, the program lives", function()
+    local script = tmpfile([[
+local loop = loom.get_running_loop()
+local path = os.tmpname(); os.remove(path)
+local lost = loop:create_future()
+local srv = loop:create_unix_server(function()
+  return {
+    connection_made = function(self, t) self.t = t end,
+    connection_lost = function(self, e) if not lost:done() then lost:set_result(e) end end,
+    eof_received = function(self)
+      for _ = 1, 50 do self.t:write(("x"):rep(65536)) end
+      return true
+    end,
+  }
+end, path)
+local t = loop:create_unix_connection(function() return {} end, path)
+t:close()
+local e = loom.wait_for(lost, 5)
+print("alive", e and e.code)
+srv:close()
+os.remove(path)
+]])
+    local r = loom(shquote(script))
+    assert.equal(0, r.status, r.err)
+    assert.equal("alive\tEPIPE\n", r.out)
+  end)
+
   describe("--signal-dump", function()
     it("prints the task tree to stderr on SIGUSR1, and the script goes on", function()
       local ready, out, err = tmpfile(), tmpfile(), tmpfile()

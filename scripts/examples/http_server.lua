@@ -7,7 +7,8 @@
 --   GET any other path   404
 --   any other method     405 (a request body framed by Content-Length is
 --                        read and skipped)
---   malformed request    400, then the connection is closed
+--   malformed request    400, then the connection is closed (after the
+--                        client's EOF: a lingering close)
 --
 -- Keep-alive is the default for HTTP/1.1 (HTTP/1.0 only with
 -- "Connection: keep-alive"); "Connection: close" is honoured (the response
@@ -150,7 +151,17 @@ local function parse(buf)
   return out or single, false, pos > n and "" or sub(buf, pos)
 end
 
+local loop = loom.get_running_loop()
+
+-- After a response that ends the connection: the response then FIN
+-- (write_eof), reading on and dropping what the client still sends until
+-- its EOF, at most LINGER seconds. Closing at once with unread input
+-- would reset the connection, and a reset can destroy the response before
+-- the client reads it (a lingering close, as HTTP servers do).
+local LINGER = 2
+
 function Http:data_received(data)
+  if self.linger then return end
   local buf = self.buf
   if buf ~= "" then data = buf .. data end
   local resp, close, rest = parse(data)
@@ -159,14 +170,20 @@ function Http:data_received(data)
   if resp then
     if type(resp) == "table" then t:write(concat(resp)) else t:write(resp) end
   end
-  if close then t:close() end
+  if close then
+    self.linger = loop:call_later(LINGER, function() t:close() end)
+    t:write_eof()
+  end
+end
+
+function Http:connection_lost()
+  if self.linger then self.linger:cancel() end
 end
 -- eof_received returns nothing: the transport closes on the peer's EOF
 -- (every complete request before it was answered in data_received).
 
 local function factory() return setmetatable({}, Http) end
 
-local loop = loom.get_running_loop()
 local server = loop:create_server(factory, host, port, {backlog = 1024})
 io.stderr:write(("http_server: listening on %s:%d\n")
   :format(host, server:sockets()[1].port))
