@@ -164,7 +164,9 @@ typedef struct loom_loop {
   int sincepoll;
   uint32_t taskids;
   double slow_callback_duration;
-  uint8_t virtual_time;
+  uint8_t virtual_time;     /* 1: jumps to the next timer when idle;
+                               2: manual, moved only by _advance */
+  uint8_t recording;        /* _record_next: the next batch is listed */
   uint8_t running;
   uint8_t stopping;
   uint8_t closed;

@@ -596,6 +596,47 @@ static void poll_io_ (loom_loop *loop, double timeout) {
   }
 }
 
+/* The future of _record_next, under the loop in a registry table. */
+static const char record_key = 0;
+
+/*
+** Completes _record_next's future with the list of what the batch at tbl
+** (about to run) holds, each as tostring shows it. Runs before the batch
+** so that the list is whole even if an entry raises.
+*/
+static int record_list (lua_State *L) {
+  int tbl = 1, i, n = (int)lua_tointeger(L, 2);
+  lua_createtable(L, n, 0);  /* 4 (3: the future) */
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, tbl, i);
+    describe(L, -1);
+    lua_rawseti(L, 4, i);
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, 3, "set_result");
+  lua_pushvalue(L, 3);
+  lua_pushvalue(L, 4);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+static void record_batch (lua_State *L, loom_loop *loop, int loopidx,
+                          int tbl) {
+  int top = lua_gettop(L);
+  loop->recording = 0;
+  lua_pushcfunction(L, record_list);
+  lua_pushvalue(L, tbl);
+  lua_pushinteger(L, loop->ncur);
+  if (loom__loop_table(L, loopidx, &record_key, 0)) {
+    lua_getfield(L, -1, "future");
+    lua_pushnil(L);
+    lua_setfield(L, -3, "future");
+    lua_remove(L, -2);
+    lua_pcall(L, 3, 0, 0);  /* fails only for a future already done */
+  }
+  lua_settop(L, top);
+}
+
 /*
 ** One iteration, in the order of asyncio's _run_once: drop cancelled
 ** timers, poll I/O (not at all when something is ready, unless enough
@@ -621,6 +662,16 @@ static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
         loop->lastpoll = now;
       }
     }
+  }
+  else if (loop->virtual_time == 2) {
+    /* a manual clock: wait for I/O without moving it; only _advance
+    ** makes timers due */
+    if (uv_loop_alive(&loop->uv) || loop->nsignals > 0)
+      poll_io(loop, loop->nheap > 0 && loop->heap[0].when <= loop->vnow
+                    ? 0 : -1);
+    else if (!(loop->nheap > 0 && loop->heap[0].when <= loop->vnow))
+      luaL_error(L, "event loop deadlock: nothing is ready, the clock is "
+                 "manual and no I/O can happen");
   }
   else if (loop->virtual_time) {
     if (uv_loop_alive(&loop->uv)) {
@@ -659,6 +710,8 @@ static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
     loop->ncur = nrun = loop->nready;
     loop->icur = 0;
     loop->nready = 0;
+    if (loop->recording)
+      record_batch(L, loop, loopidx, top + 1);
     run_batch(L, loop, loopidx, top + 1);
   }
   lua_settop(L, top);
@@ -1160,7 +1213,14 @@ static int core_new_loop (lua_State *L) {
   if (!lua_isnoneornil(L, 1)) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_getfield(L, 1, "virtual_time");
-    vt = lua_toboolean(L, -1);
+    if (lua_type(L, -1) == LUA_TSTRING
+        && strcmp(lua_tostring(L, -1), "manual") == 0)
+      vt = 2;
+    else if (lua_type(L, -1) == LUA_TSTRING)
+      return luaL_argerror(L, 1, "virtual_time must be true, false or "
+                           "\"manual\"");
+    else
+      vt = lua_toboolean(L, -1);
     lua_getfield(L, 1, "debug");
     dbg = lua_toboolean(L, -1);
     lua_pop(L, 2);
@@ -1310,8 +1370,55 @@ static int loop_handles (lua_State *L) {
   return 1;
 }
 
+/* loop:_advance(seconds): moves a virtual clock forward; returns the new
+** time. Timers it passes become due in the next iteration. */
+static int loop_advance (lua_State *L) {
+  loom_loop *loop = loom__checkloop(L, 1);
+  lua_Number s = luaL_checknumber(L, 2);
+  luaL_argcheck(L, s >= 0, 2, "seconds must be >= 0");
+  if (!loop->virtual_time)
+    return luaL_error(L, "advance: the loop's clock is real (not "
+                      "virtual_time)");
+  loop->vnow += s;
+  lua_pushnumber(L, loop->vnow);
+  return 1;
+}
+
+/* loop:_next_deadline(): the time the next timer is due, or nil; and
+** whether callbacks are ready now. */
+static int loop_next_deadline (lua_State *L) {
+  loom_loop *loop = loom__checkloop(L, 1);
+  int i;
+  lua_pushnil(L);
+  for (i = 0; i < loop->nheap; i++) {
+    lua_Number w = loop->heap[i].when;
+    if (lua_isnil(L, -1) || w < lua_tonumber(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushnumber(L, w);
+    }
+  }
+  lua_pushboolean(L, loop->nready > 0);
+  return 2;
+}
+
+/* loop:_record_next(fut): fut gets the list of the callbacks and task
+** steps the next iteration that runs any runs, as tostring shows them. */
+static int loop_record_next (lua_State *L) {
+  loom_loop *loop = loom__checkloop(L, 1);
+  luaL_checkany(L, 2);
+  lua_settop(L, 2);
+  loom__loop_table(L, 1, &record_key, 1);
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "future");
+  loop->recording = 1;
+  return 0;
+}
+
 static const luaL_Reg loop_methods[] = {
   {"_handles", loop_handles},
+  {"_advance", loop_advance},
+  {"_next_deadline", loop_next_deadline},
+  {"_record_next", loop_record_next},
   {"run_forever", loop_run_forever},
   {"run_until_complete", loop_run_until_complete},
   {"stop", loop_stop},

@@ -60,6 +60,7 @@ struct options {
   int debug;        /* --debug: loop debug mode for the main task */
   int signal_dump;  /* --signal-dump: SIGUSR1 prints the task tree */
   const char *trace;  /* --trace FILE: a trace of the loop into FILE */
+  int virtual_time; /* --virtual-time: the main loop's clock is virtual */
 };
 
 /* Error messages in interactive mode carry no program name (lua.c). */
@@ -169,6 +170,8 @@ static void print_usage(const char *badoption) {
     "  --debug   run the main task with the loop in debug mode\n"
     "  --signal-dump  SIGUSR1 prints the task tree to stderr\n"
     "  --trace FILE   write a trace of the loop (Chrome trace-event JSON)\n"
+    "  --virtual-time the main loop runs on virtual time (the prompt's\n"
+    "                 clock moves only with :advance and :step)\n"
     "  --plain   run chunks as plain Lua: no main task, no loop\n"
     "  --        stop handling options\n"
     "  -         stop handling options and execute stdin\n",
@@ -268,6 +271,8 @@ static int runchunk(lua_State *L, const struct options *o, int narg) {
   lua_setfield(L, -2, "debug");
   lua_pushboolean(L, o->signal_dump);
   lua_setfield(L, -2, "signal_dump");
+  lua_pushboolean(L, o->virtual_time);
+  lua_setfield(L, -2, "virtual_time");
   if (o->trace != NULL) {
     lua_pushstring(L, o->trace);
     lua_setfield(L, -2, "trace");
@@ -545,6 +550,8 @@ static int doREPL(lua_State *L, const struct options *o) {
       lua_createtable(L, 0, 2);
       lua_pushboolean(L, o->signal_dump);
       lua_setfield(L, -2, "signal_dump");
+      lua_pushboolean(L, o->virtual_time);
+      lua_setfield(L, -2, "virtual_time");
       if (o->trace != NULL) {
         lua_pushstring(L, o->trace);
         lua_setfield(L, -2, "trace");
@@ -618,6 +625,8 @@ static int collectargs(char **argv, struct options *o) {
           o->debug = 1;
         else if (strcmp(a, "--signal-dump") == 0)
           o->signal_dump = 1;
+        else if (strcmp(a, "--virtual-time") == 0)
+          o->virtual_time = 1;
         else if (strcmp(a, "--trace") == 0) {
           if (argv[i + 1] == NULL)
             return i;

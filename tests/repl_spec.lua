@@ -24,7 +24,7 @@ local have_tmux = sh("command -v tmux"):match("tmux") ~= nil
 
 local n = 0
 -- Starts the prompt in a new tmux server; returns a session object.
-local function session()
+local function session(opts)
   n = n + 1
   local s = {
     sock = ("loom-spec-%d-%d"):format(math.random(1e9), n),
@@ -34,8 +34,8 @@ local function session()
   local function tm(args) return sh("tmux -L " .. s.sock .. " " .. args) end
   s.tm = tm
   -- the shell keeps the pane after loom exits, to read its exit status
-  local cmd = ("env -u LD_PRELOAD LOOM_HISTORY=%s %s; echo EXIT=$?; sleep 60")
-    :format(shquote(s.hist), shquote(EXE))
+  local cmd = ("env -u LD_PRELOAD LOOM_HISTORY=%s %s %s; echo EXIT=$?; sleep 60")
+    :format(shquote(s.hist), shquote(EXE), opts or "")
   tm("new-session -d -x 100 -y 40 " .. shquote(cmd))
   function s.screen() return tm("capture-pane -p") end
   -- Waits until the screen shows text (a plain string); fails after secs.
@@ -153,6 +153,13 @@ describe("the prompt on a terminal", function()
     s.wait("\n2")
   end)
 
+  it(":advance and :step need a virtual clock", function()
+    s.line(":advance 1")
+    s.wait("advance: the loop's clock is real")
+    s.line(":step")
+    s.wait("clock is real", 5)
+  end)
+
   it("Ctrl-D leaves with status 0 and keeps the history", function()
     s.line("hist_marker = 1")
     s.line("'marked'")
@@ -165,5 +172,39 @@ describe("the prompt on a terminal", function()
     f:close()
     -- libedit writes spaces as \040
     assert.is_not_nil(text:find("hist_marker", 1, true), text)
+  end)
+end)
+
+describe("the prompt on a manual virtual clock (--virtual-time)", function()
+  if not have_tmux then return end
+  local s
+  before_each(function() s = session("--virtual-time") end)
+  after_each(function() if s then s.close() end end)
+
+  it(":step runs the next timer, :advance moves the clock, entries wait for it", function()
+    s.line('loop = loom.get_running_loop() loop:call_later(5, print, "five") '
+           .. 'loop:call_later(2, print, "two")')
+    s.line(":time")
+    s.wait("\n0.000000")
+    s.line(":step")
+    local scr = s.wait("ran 1:")
+    assert.is_not_nil(scr:find("\ntwo\n", 1, true), scr)
+    assert.is_not_nil(scr:find("time 2.000000, ran 1:\n  1. <TimerHandle", 1, true), scr)
+    assert.is_nil(scr:find("five", scr:find(":step", 1, true), true), scr)
+    s.line(":advance 10")
+    s.wait("time 12.000000")
+    s.wait("\nfive")
+    s.line(":step")
+    s.wait("nothing to run")
+    -- an entry that sleeps waits for the clock; the prompt takes lines meanwhile
+    s.line('loom.sleep(1) return "slept"')
+    s.line(":advance 0.5")
+    s.wait("time 12.500000")
+    scr = s.screen()
+    assert.is_nil(scr:find('\n"slept"', 1, true), scr)
+    s.line(":advance 0.5")
+    s.wait('\n"slept"')
+    s.line(":advance x")
+    s.wait(":advance SECONDS (a number >= 0)")
   end)
 end)

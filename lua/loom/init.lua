@@ -216,7 +216,8 @@ end
 -- Ctrl-C stops the loop).
 function loom._main(opts, chunk, ...)
   if opts and opts.trace then loom.trace.start(opts.trace) end
-  local loop = core.new_loop { debug = opts and opts.debug }
+  local loop = core.new_loop { debug = opts and opts.debug,
+                               virtual_time = opts and opts.virtual_time }
   current_loop = loop
   local main = loop:create_task(chunk, ...)
   main:set_name("main")
@@ -257,8 +258,10 @@ end
 
 -- _repl_loop(): the prompt's loop (made on first use), also the event
 -- loop of loom.get_event_loop() while the prompt runs.
-function loom._repl_loop()
-  if repl_loop == nil or repl_loop:is_closed() then repl_loop = core.new_loop() end
+function loom._repl_loop(virtual_time)
+  if repl_loop == nil or repl_loop:is_closed() then
+    repl_loop = core.new_loop { virtual_time = virtual_time }
+  end
   current_loop = repl_loop
   return repl_loop
 end

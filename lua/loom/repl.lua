@@ -71,7 +71,10 @@ Commands:
   :cancel ID     cancel task ID
   :stack ID      the frames of task ID
   :handles       what the loop holds: timers, sockets, signals, ...
-  :time          the loop's clock]]
+  :time          the loop's clock
+  :advance SECS  (virtual time) move the clock forward
+  :step          (virtual time) run one iteration, advancing the clock to
+                 the next timer if nothing is ready, and list what ran]]
 
 -- The history file: $LOOM_HISTORY, else ~/.loom_history.
 local function history_path()
@@ -94,7 +97,7 @@ end
 -- SIGUSR1 prints the task tree). Returns the exit status.
 function M.run(progname, opts)
   local ed = require "loom.editline"
-  local loop = loom._repl_loop()
+  local loop = loom._repl_loop(opts and opts.virtual_time and "manual" or nil)
   local hist = history_path()
   if hist then ed._read_history(hist) end
 
@@ -119,8 +122,12 @@ function M.run(progname, opts)
   local function listen() ed._read(prompt()) end
   local function report(msg) out(msg .. "\n") end
 
+  -- On a manual clock an entry that sleeps waits for :advance, so the
+  -- prompt takes lines while entries run; their results print when done.
+  local concurrent = opts and opts.virtual_time
+
   local function finished(task)
-    entry = nil
+    if entry == task then entry = nil end
     if task:cancelled() then
       report("cancelled")
     else
@@ -135,7 +142,7 @@ function M.run(progname, opts)
         report(concat(parts, "\t"))
       end
     end
-    if not exit:done() then listen() end
+    if not exit:done() and not concurrent then listen() end
   end
 
   local function capture()
@@ -154,6 +161,28 @@ function M.run(progname, opts)
     out(text())
   end
   function commands.time() report(("%.6f"):format(loop:time())) end
+  function commands.advance(arg)
+    local secs = tonumber(arg)
+    if not secs or secs < 0 then report(":advance SECONDS (a number >= 0)") return end
+    local t = loop:_advance(secs)
+    report(("time %.6f"):format(t))
+  end
+  function commands.step()
+    loop:_advance(0)   -- raises on a real clock
+    local when, ready = loop:_next_deadline()
+    if not ready then
+      if when == nil then report("nothing to run: no callback is ready, no timer is set") return end
+      if when > loop:time() then loop:_advance(when - loop:time()) end
+    end
+    local fut = loop:create_future()
+    fut:add_done_callback(function(f)
+      local list = f:result()
+      local lines = { ("time %.6f, ran %d:"):format(loop:time(), #list) }
+      for i, d in ipairs(list) do lines[#lines + 1] = ("  %d. %s"):format(i, d) end
+      report(table.concat(lines, "\n"))
+    end)
+    loop:_record_next(fut)
+  end
   function commands.cancel(arg)
     local id = math.tointeger(tonumber(arg))
     local t = id and find_task(loop, id)
@@ -216,6 +245,7 @@ function M.run(progname, opts)
     entry = loop:create_task(fn)
     entry:set_name("prompt")
     entry:add_done_callback(finished)
+    if concurrent then listen() end
   end
 
   local function on_line(line)
