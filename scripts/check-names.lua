@@ -13,10 +13,10 @@ local later = {}
 local function pending(area, names)
   for name in names:gmatch("%S+") do later[name] = area end
 end
-pending("io", [[loop.sendfile loop.start_tls]])
+pending("io", [[loop.start_tls]])
 pending("processes", [[loop.subprocess_exec loop.subprocess_shell
   loop.run_in_executor create_subprocess_exec create_subprocess_shell
-  PIPE DEVNULL STDOUT fs thread channel ThreadPoolExecutor to_thread]])
+  PIPE DEVNULL STDOUT thread channel ThreadPoolExecutor to_thread]])
 pending("introspection", [[task.get_stack task.print_stack task_tree
   print_tasks trace]])
 pending("tls", [[tls]])

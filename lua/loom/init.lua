@@ -85,7 +85,7 @@ end
 -- The composition layer: each module returns a table of public names.
 for _, name in ipairs { "loom.context", "loom.sync", "loom.queues",
                         "loom.combinators", "loom.dns", "loom.signals",
-                        "loom.fds", "loom.streams" } do
+                        "loom.fds", "loom.streams", "loom.fs" } do
   for k, v in pairs(require(name)) do
     assert(loom[k] == nil, name .. " redefines loom." .. k)
     loom[k] = v
