@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,12 +123,15 @@ typedef struct loom_sendfile {
   int64_t left;             /* bytes still to send, -1: up to the end */
   int64_t sent;
   int err;                  /* 0 or a libuv error */
+  int pollerr;              /* the last poll's error, or 0 */
+  int wait_ref;             /* _sendfile_wait's future, or LUA_NOREF */
   uint8_t working;          /* a pool job is queued or running */
   uint8_t again;            /* the last job found the socket full */
   uint8_t eof;              /* the last job reached the end of the file */
   uint8_t notavail;         /* sendfile(2) refused this pair */
   uint8_t ending;           /* no more jobs; the poll handle is closing */
   uint8_t pollclosed;
+  uint8_t filedone;         /* the file was given back */
 } sf_req;
 
 static void fs_cb (uv_fs_t *req);
@@ -1599,9 +1603,23 @@ static int sf_cancelled (sf_req *sf) {
   return sf->p.fut == NULL || sf->p.fut->state != LOOM_PENDING;
 }
 
+/*
+** One pool job. sendfile(2) has no MSG_NOSIGNAL: on a socket the peer
+** reset, the kernel sends this thread SIGPIPE, which would kill the
+** process where nobody ignores it (a plain lua5.4). So SIGPIPE is blocked
+** in this thread for the job, and one it raised is taken back with
+** sigtimedwait before the mask is restored.
+*/
 static void sf_work (uv_work_t *w) {
   sf_req *sf = (sf_req *)w->data;
   int64_t round = 0;
+  sigset_t pipeset, oldset, pend;
+  int pipe_was_pending;
+  sigemptyset(&pipeset);
+  sigaddset(&pipeset, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipeset, &oldset);
+  sigpending(&pend);
+  pipe_was_pending = sigismember(&pend, SIGPIPE);
   sf->again = 0;
   while (sf->left != 0 && round < SF_ROUND) {
     size_t n = (sf->left < 0 || sf->left > SF_CHUNK) ? SF_CHUNK
@@ -1625,19 +1643,33 @@ static void sf_work (uv_work_t *w) {
     }
     else if (errno != EINTR) {
       /* as asyncio: a failure before any byte went means sendfile(2)
-      ** cannot send this file (not mmap-able, ...): the caller falls
-      ** back to reading and writing */
+      ** cannot send this file (not mmap-able, a pipe: ESPIPE, ...): the
+      ** caller falls back to reading and writing */
       if (sf->sent == 0 && (errno == EINVAL || errno == ENOSYS
-                            || errno == EOPNOTSUPP || errno == ENOTSOCK))
+                            || errno == EOPNOTSUPP || errno == ENOTSOCK
+                            || errno == ESPIPE))
         sf->notavail = 1;
       sf->err = -errno;
       break;
     }
   }
+  if (sf->err == -EPIPE && !pipe_was_pending) {
+    struct timespec zero = {0, 0};
+    sigtimedwait(&pipeset, NULL, &zero);
+  }
+  pthread_sigmask(SIG_SETMASK, &oldset, NULL);
 }
 
 static int sf_complete (lua_State *L) {
   sf_req *sf = (sf_req *)lua_touserdata(L, 1);
+  if (sf->wait_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sf->wait_ref);
+    lua_getfield(L, -1, "set_result");
+    lua_insert(L, -2);
+    lua_call(L, 1, 0);
+  }
+  if (sf_cancelled(sf))
+    return 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, sf->p.fut_ref);  /* 2 */
   if (sf->notavail || sf->err < 0 || (sf->left != 0 && !sf->eof)) {
     lua_getfield(L, 2, "set_exception");
@@ -1663,21 +1695,18 @@ static int sf_complete (lua_State *L) {
   return 0;
 }
 
+static void sf_givefile (sf_req *sf);
+
 /* The end, once the pool job is over and the poll handle closed: closes
-** our descriptors, completes the future, frees. */
+** our descriptors, completes the futures, frees. */
 static void sf_final (sf_req *sf) {
   loom_loop *loop = sf->p.loop;
   lua_State *L = usable(loop);
   close(sf->outfd);
   close(sf->infd);
   unlistp(&sf->p);
-  if (sf->file != NULL) {  /* as asyncio: the file is where the sent bytes
-                              end, whatever the outcome */
-    sf->file->pos = sf->off;
-    dropbuf(sf->file);
-    settle(loop, sf->file);
-  }
-  if (L != NULL && !sf_cancelled(sf) && lua_checkstack(L, 8)) {
+  sf_givefile(sf);
+  if (L != NULL && lua_checkstack(L, 8)) {
     int top = lua_gettop(L);
     lua_pushcfunction(L, sf_complete);
     lua_pushlightuserdata(L, sf);
@@ -1686,6 +1715,8 @@ static void sf_final (sf_req *sf) {
   }
   if (sf->p.fut_ref != LUA_NOREF)
     luaL_unref(sf->p.mainL, LUA_REGISTRYINDEX, sf->p.fut_ref);
+  if (sf->wait_ref != LUA_NOREF)
+    luaL_unref(sf->p.mainL, LUA_REGISTRYINDEX, sf->wait_ref);
   if (sf->file != NULL)
     file_unref(loop, sf->file);
   free(sf);
@@ -1698,8 +1729,22 @@ static void sf_close_cb (uv_handle_t *h) {
     sf_final(sf);
 }
 
-/* No more jobs: gives the transport back, closes the poll handle; the
-** rest waits for the job in flight, if any. */
+/* Gives the file back, once: it is where the sent bytes end. */
+static void sf_givefile (sf_req *sf) {
+  if (sf->file == NULL || sf->filedone)
+    return;
+  sf->filedone = 1;
+  sf->file->pos = sf->off;
+  dropbuf(sf->file);
+  settle(sf->p.loop, sf->file);
+}
+
+/*
+** No more jobs: gives the transport and the file back (the file is where
+** the sent bytes end, whatever the outcome, as in asyncio), closes the
+** poll handle; the rest waits for the job in flight, which only the
+** shutdown leaves running here. Calls no Lua.
+*/
 static void sf_end (sf_req *sf) {
   if (sf->ending)
     return;
@@ -1708,6 +1753,8 @@ static void sf_end (sf_req *sf) {
     sf->c->sending = NULL;
     sf->c = NULL;
   }
+  if (!sf->working)
+    sf_givefile(sf);
   uv_close((uv_handle_t *)&sf->poll, sf_close_cb);
 }
 
@@ -1723,13 +1770,15 @@ static void sf_queue (sf_req *sf) {
     sf->working = 1;
 }
 
+/* The socket takes more, or has an error (libuv reports POLLERR as
+** UV_EBADF): the next job goes on, or meets the socket's own error. */
 static void sf_poll_cb (uv_poll_t *h, int status, int events) {
   sf_req *sf = (sf_req *)h->data;
   (void)events;
   uv_poll_stop(h);
   if (status < 0)
-    sf->err = status;
-  if (status < 0 || sf->c == NULL || sf_cancelled(sf))
+    sf->pollerr = status;
+  if (sf->c == NULL || sf_cancelled(sf))
     sf_end(sf);
   else
     sf_queue(sf);
@@ -1753,6 +1802,11 @@ static void sf_after (uv_work_t *w, int status) {
   }
   if (!sf->again) {  /* sent a round: let the loop breathe, go on */
     sf_queue(sf);
+    return;
+  }
+  if (sf->pollerr < 0) {  /* full after the poll saw an error: give up */
+    sf->err = sf->pollerr;
+    sf_end(sf);
     return;
   }
   r = uv_poll_start(&sf->poll, UV_WRITABLE, sf_poll_cb);
@@ -1846,6 +1900,7 @@ static int fs_sendfile (lua_State *L) {
     return fserror(L, r, "sendfile", NULL);
   }
   sf->p = p;
+  sf->wait_ref = LUA_NOREF;
   sf->infd = infd;
   sf->outfd = outfd;
   sf->poll.data = sf->work.data = sf;
@@ -1868,6 +1923,30 @@ static int fs_sendfile (lua_State *L) {
     f->busy = 1;
   }
   return await_top(L);
+}
+
+/*
+** _sendfile_wait(transport) -> a future completed once the sendfile in
+** progress on the transport has ended (its pool job over), or nil when
+** none is. loop:sendfile waits on it after a cancellation, as asyncio's
+** sendfile gives the transport back before it raises.
+*/
+static int fs_sendfile_wait (lua_State *L) {
+  loom_tcp_ud *u = (loom_tcp_ud *)luaL_checkudata(L, 1, TRANSPORT_MT);
+  sf_req *sf = u->c != NULL ? u->c->sending : NULL;
+  int loopidx;
+  loom_loop *loop;
+  if (sf == NULL || sf->ending)
+    return 0;
+  loop = taskloop(L, "sendfile", &loopidx);
+  if (sf->p.loop != loop)
+    return 0;
+  if (sf->wait_ref == LUA_NOREF) {
+    loom__future_new(L, loop, loopidx);
+    sf->wait_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, sf->wait_ref);
+  return 1;
 }
 
 /* }====================================================== */
@@ -1901,6 +1980,10 @@ void loom__fs_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
       uv_cancel((uv_req_t *)&((fs_req *)p)->fs);
     luaL_unref(L, LUA_REGISTRYINDEX, p->fut_ref);
     p->fut_ref = LUA_NOREF;
+    if (p->kind == PK_SENDFILE) {
+      luaL_unref(L, LUA_REGISTRYINDEX, ((sf_req *)p)->wait_ref);
+      ((sf_req *)p)->wait_ref = LUA_NOREF;
+    }
     p->fut = NULL;
     p->loop = NULL;
     p->prev = p->next = NULL;
@@ -1950,6 +2033,7 @@ static const luaL_Reg fs_functions[] = {
   {"chmod", fs_chmod},
   {"_fdfile", fs_fdfile},
   {"_sendfile", fs_sendfile},
+  {"_sendfile_wait", fs_sendfile_wait},
   {"_pending", fs_pending},
   {NULL, NULL}
 };

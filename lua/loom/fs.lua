@@ -60,6 +60,14 @@ local function checkperm(fname, i, m)
   argerror(fname, i, 'mode must be an integer 0..4095 or a string of octal digits ("755")', 3)
 end
 
+-- Raises at the caller of fname when no loop runs (the calls inside
+-- would name themselves instead).
+local function checkloop(fname)
+  if core._get_running_loop() == nil then
+    error(fname .. ": no running event loop", 3)
+  end
+end
+
 -- Raises e again when it is not an OSError (a cancellation above all):
 -- what the pcalls below may swallow is the system's refusal, nothing else.
 local function only_oserror(e)
@@ -91,6 +99,7 @@ end)
 -- read_file(path) -> string: the whole file.
 function fs.read_file(path)
   checkpath("read_file", 1, path)
+  checkloop("read_file")
   local f <close> = C.open(path, "rb")
   local data = f:read("a")
   return data
@@ -168,6 +177,7 @@ function fs.write_file(path, data, opts)
   opts = checkopts("write_file", 3, opts, { atomic = true, mode = true })
   local mode = opts.mode
   if mode ~= nil then checkperm("write_file", 3, mode) end
+  checkloop("write_file")
   if opts.atomic then
     write_atomic(path, data, mode)
   else
@@ -227,6 +237,7 @@ function fs.mkdir(path, opts)
   if type(opts.parents) ~= "boolean" then
     argerror("mkdir", 2, "parents must be a boolean, got " .. typename(opts.parents), 2)
   end
+  checkloop("mkdir")
   makedirs(path, opts.mode)
   return true
 end
@@ -259,7 +270,10 @@ end
 local function send_by_writes(transport, file, offset, count)
   local f = file
   if mtype(file) == "integer" then f = C._fdfile(file) end
-  f:seek("set", offset)
+  local okseek, e = pcall(f.seek, f, "set", offset)
+  if not okseek and not (offset == 0 and OSError:is(e) and e.code == "ESPIPE") then
+    error(e, 0)  -- a pipe is read from where it is, as asyncio does
+  end
   local sent = 0
   local ok, err = pcall(function()
     while count == nil or sent < count do
@@ -321,6 +335,12 @@ local function sendfile(loop, transport, file, offset, count, opts)
     elseif SendfileNotAvailableError:is(r) and opts.fallback ~= false then
       break
     else
+      if CancelledError:is(r) then
+        -- give the transport back before raising, as asyncio does: wait
+        -- for the pool's job in flight (a second cancel stops waiting)
+        local w = C._sendfile_wait(transport)
+        if w then pcall(w.await, w) end
+      end
       error(r, 0)
     end
   end
