@@ -44,7 +44,7 @@
 #define FILE_MT "loom.File"
 
 #define RBUFSIZE (64 * 1024)          /* one refill of a read buffer */
-#define MAXFILL  (64 * 1024 * 1024)   /* the largest refill read("a") asks */
+#define MAXFILL  (64 * 1024 * 1024)   /* the largest refill a read asks */
 #define MAXKEEP  (16 * 1024 * 1024)   /* a larger empty buffer is freed */
 #define MAXREQ   (1024 * 1024 * 1024) /* bytes one read or write asks */
 #define SF_CHUNK (16 * 1024 * 1024)   /* bytes one sendfile(2) call asks */
@@ -1246,8 +1246,11 @@ static int readone (lua_State *L, fs_file *f, int i, size_t *want) {
           take(L, f, (lua_Unsigned)n < avail ? (size_t)n : avail);
         return 1;
       }
-      *want = (lua_Unsigned)n - avail > RBUFSIZE
-              ? (size_t)((lua_Unsigned)n - avail) : RBUFSIZE;
+      /* what is missing, in one request up to MAXFILL: a huge count
+      ** on a small file must not allocate its size */
+      *want = (lua_Unsigned)n - avail < RBUFSIZE ? RBUFSIZE
+              : (lua_Unsigned)n - avail > MAXFILL ? MAXFILL
+              : (size_t)((lua_Unsigned)n - avail);
       return 0;
     case FMT_LINE: case FMT_LINENL: {
       const char *nl = avail > f->scanned

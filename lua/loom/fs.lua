@@ -34,7 +34,9 @@ local function checkpath(fname, i, p)
   if type(p) ~= "string" then
     argerror(fname, i, "string expected, got " .. typename(p), 3)
   end
-  if p:find("\0", 1, true) then argerror(fname, i, "path contains a NUL byte", 3) end
+  if p:find("\0", 1, true) then
+    argerror(fname, i, "path contains a NUL byte", 3)
+  end
   return p
 end
 
@@ -45,7 +47,9 @@ local function checkopts(fname, i, opts, keys)
     argerror(fname, i, "table expected, got " .. typename(opts), 3)
   end
   for k in pairs(opts) do
-    if not keys[k] then argerror(fname, i, ("unknown option '%s'"):format(tostring(k)), 3) end
+    if not keys[k] then
+      argerror(fname, i, ("unknown option '%s'"):format(tostring(k)), 3)
+    end
   end
   return opts
 end
@@ -57,7 +61,8 @@ local function checkperm(fname, i, m)
           and tonumber(m, 8) <= 4095) then
     return m
   end
-  argerror(fname, i, 'mode must be an integer 0..4095 or a string of octal digits ("755")', 3)
+  argerror(fname, i, "mode must be an integer 0..4095 or a string of octal "
+    .. 'digits ("755")', 3)
 end
 
 -- Raises at the caller of fname when no loop runs (the calls inside
