@@ -132,6 +132,7 @@ LUAMOD_API int luaopen_loom_core (lua_State *L) {
   loom__open_udp(L);
   loom__open_streambuf(L);
   loom__open_process(L);
+  loom__open_fs(L);
   lua_pushcfunction(L, core_interpose);
   lua_setfield(L, -2, "interpose");
   lua_pushliteral(L, LOOM_VERSION);

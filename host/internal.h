@@ -180,6 +180,7 @@ typedef struct loom_loop {
   void *signal_state;
   void *poll_state;
   void *udp_state;
+  void *fs_state;           /* fs.c: requests in flight */
   int nsignals;             /* signal handles watching (they are unref'd,
                                so uv_loop_alive does not count them) */
   uint32_t traceid;         /* its lane in a trace (trace.c), 0: none yet */
@@ -277,6 +278,8 @@ void loom__udp_shutdown(lua_State *L, loom_loop *loop, int loopidx);
 void loom__dns_shutdown(lua_State *L, loom_loop *loop, int loopidx);
 void loom__signal_shutdown(lua_State *L, loom_loop *loop, int loopidx);
 void loom__poll_shutdown(lua_State *L, loom_loop *loop, int loopidx);
+int loom__open_fs(lua_State *L);
+void loom__fs_shutdown(lua_State *L, loom_loop *loop, int loopidx);
 void loom__loop_methods(lua_State *L, const luaL_Reg *l);
 void loom__pushaddr(lua_State *L, const struct sockaddr *sa);
 void loom__push_transport_socket(lua_State *L, int tidx);

@@ -1148,6 +1148,8 @@ static void loop_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
   }
   if (loop->uvinit) {
     loom__dns_shutdown(L, loop, loopidx);
+    loom__fs_shutdown(L, loop, loopidx);  /* before stream: it detaches
+                                             sendfiles from transports */
     loom__stream_shutdown(L, loop, loopidx);
     loom__signal_shutdown(L, loop, loopidx);
     loom__poll_shutdown(L, loop, loopidx);

@@ -145,6 +145,32 @@ static int conn_gone (lua_State *L) {
 
 static int protocall (lua_State *L, int tidx, const char *name, int nargs);
 
+static int drain_done (lua_State *L) {
+  futcall(L, 1, "set_result", 0);
+  return 0;
+}
+
+/* Completes and releases the drain future (transport:_drained), when
+** there is one: the write queue is down to its limit, or the transport
+** is gone. L NULL (Lua not usable): only releases it. */
+static void drained (lua_State *L, conn *c) {
+  int ref = c->drainref;
+  if (ref == LUA_NOREF)
+    return;
+  c->drainref = LUA_NOREF;
+  if (L != NULL && lua_checkstack(L, 4)) {
+    int top = lua_gettop(L);
+    loom_future *f;
+    lua_pushcfunction(L, drain_done);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    f = (loom_future *)lua_touserdata(L, -1);  /* made by _drained */
+    if (f != NULL && f->state == LOOM_PENDING)
+      lua_pcall(L, 1, 0, 0);
+    lua_settop(L, top);
+  }
+  luaL_unref(c->mainL, LUA_REGISTRYINDEX, ref);
+}
+
 static void conn_close_cb (uv_handle_t *h) {
   conn *c = (conn *)h;
   lua_State *L = usable(c->loop);
@@ -160,6 +186,9 @@ static void conn_close_cb (uv_handle_t *h) {
     lua_pcall(L, 1, 0, 0);
     lua_settop(L, top);
   }
+  if (c->sending != NULL)
+    loom__sendfile_lost(c->sending);
+  drained(L, c);
   if (c->ud != NULL)
     c->ud->c = NULL;
   if (c->futref != LUA_NOREF)
@@ -430,6 +459,8 @@ static void write_cb (uv_write_t *req, int status) {
     }
     else {
       check_resume(L, c, top + 1);
+      if (c->queued <= c->drainlimit)
+        drained(L, c);
       if (c->nwrites == 0 && c->closing)
         conn_close(L, c, top + 1, 0);
     }
@@ -503,6 +534,8 @@ static conn *writable (lua_State *L, tcp_ud *u, const char *fname) {
   conn *c = u->c;
   if (c == NULL || c->closing || c->closed)
     return NULL;
+  if (c->sending != NULL)
+    luaL_error(L, "%s: sendfile is in progress", fname);
   if (c->eof_out)
     luaL_error(L, "%s: cannot write after write_eof()", fname);
   return c;
@@ -556,6 +589,8 @@ static int transport_write_eof (lua_State *L) {
   int r;
   if (c == NULL || c->closing || c->closed || c->eof_out)
     return 0;
+  if (c->sending != NULL)
+    return luaL_error(L, "write_eof: sendfile is in progress");
   req = (uv_shutdown_t *)malloc(sizeof *req);
   if (req == NULL)
     return luaL_error(L, "write_eof: not enough memory");
@@ -613,6 +648,36 @@ static int transport_get_write_buffer_limits (lua_State *L) {
 static int transport_get_write_buffer_size (lua_State *L) {
   tcp_ud *u = loom__stream_checkt(L);
   lua_pushinteger(L, u->c ? (lua_Integer)u->c->queued : 0);
+  return 1;
+}
+
+/*
+** transport:_drained([limit]): a future completed once the write queue
+** holds at most limit bytes (default 0): at once when it does or the
+** transport is closed, else from the write or close callback. One waiter
+** at a time: a second call completes the first's future (its caller
+** looks again). loop:sendfile awaits it.
+*/
+static int transport_drained (lua_State *L) {
+  tcp_ud *u = loom__stream_checkt(L);
+  lua_Integer limit = luaL_optinteger(L, 2, 0);
+  conn *c = u->c;
+  luaL_argcheck(L, limit >= 0, 2, "limit must be >= 0");
+  lua_settop(L, 2);
+  lua_getiuservalue(L, 1, TUV_LOOP);  /* 3 */
+  lua_getfield(L, 3, "create_future");
+  lua_pushvalue(L, 3);
+  lua_call(L, 1, 1);                  /* 4: the future */
+  if (c == NULL || c->closed || c->queued <= (size_t)limit) {
+    lua_getfield(L, 4, "set_result");
+    lua_pushvalue(L, 4);
+    lua_call(L, 1, 0);
+    return 1;
+  }
+  drained(L, c);
+  c->drainlimit = (size_t)limit;
+  lua_pushvalue(L, 4);
+  c->drainref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
 }
 
@@ -790,7 +855,7 @@ static conn *newtransport (lua_State *L, loom_loop *loop, int loopidx,
   c->loop = loop;
   c->mainL = mainthread(L);
   c->ud = u;
-  c->ref = c->futref = LUA_NOREF;
+  c->ref = c->futref = c->drainref = LUA_NOREF;
   c->high = DEFAULT_HIGH;
   c->low = DEFAULT_HIGH / 4;
   c->reading = 1;
@@ -1439,6 +1504,7 @@ static const luaL_Reg transport_methods[] = {
   {"set_write_buffer_limits", transport_set_write_buffer_limits},
   {"get_write_buffer_limits", transport_get_write_buffer_limits},
   {"get_write_buffer_size", transport_get_write_buffer_size},
+  {"_drained", transport_drained},
   {"get_protocol", transport_get_protocol},
   {"set_protocol", transport_set_protocol},
   {"get_loop", transport_get_loop},

@@ -39,6 +39,7 @@ typedef union loom_sockh {
 } loom_sockh;
 
 struct loom_tcp_ud;
+struct loom_sendfile;
 
 typedef struct loom_conn {
   loom_sockh h;             /* first: the close callback frees the conn */
@@ -60,6 +61,12 @@ typedef struct loom_conn {
   uint8_t eof_out;          /* write_eof was called */
   uint8_t paused;           /* pause_writing was called, not resumed */
   uint8_t kind;             /* LOOM_SOCK_* */
+  /* loop:sendfile (fs.c): the native send in progress, which owns the
+  ** socket meanwhile (writes raise), and a future completed once the
+  ** write queue is down to drainlimit bytes or the transport is gone */
+  struct loom_sendfile *sending;
+  int drainref;
+  size_t drainlimit;
 } loom_conn;
 
 /* The transport userdata. Its first field leads to the uv handle, as
@@ -145,5 +152,9 @@ loom_tcp_ud *loom__stream_checkt(lua_State *L);
 int loom__tcp_name(lua_State *L, uv_tcp_t *h, int peer);
 int loom__pipe_name(lua_State *L, uv_pipe_t *h, int peer);
 int loom__pipe_server_name(lua_State *L, loom_srv_ud *su);
+
+/* fs.c: the transport of a native sendfile closed (called by its close
+** callback; calls no Lua) */
+void loom__sendfile_lost(struct loom_sendfile *sf);
 
 #endif

@@ -13,8 +13,8 @@ local later = {}
 local function pending(area, names)
   for name in names:gmatch("%S+") do later[name] = area end
 end
-pending("io", [[loop.sendfile loop.start_tls]])
-pending("processes", [[loop.run_in_executor fs thread channel
+pending("io", [[loop.start_tls]])
+pending("processes", [[loop.run_in_executor thread channel
   ThreadPoolExecutor to_thread]])
 pending("tls", [[tls]])
 

@@ -86,7 +86,7 @@ end
 for _, name in ipairs { "loom.context", "loom.sync", "loom.queues",
                         "loom.combinators", "loom.dns", "loom.signals",
                         "loom.fds", "loom.streams", "loom.introspect",
-                        "loom.tracing", "loom.subprocess" } do
+                        "loom.tracing", "loom.subprocess", "loom.fs" } do
   for k, v in pairs(require(name)) do
     assert(loom[k] == nil, name .. " redefines loom." .. k)
     loom[k] = v

@@ -234,6 +234,25 @@ def main():
               + (" = " + ", ".join(parts) if parts else ""))
         p("")
 
+    # ------------------------------------------------ files
+    # loom.fs against plain C read/write (scripts/bench/files.lua and
+    # c/files.c): MiB/s each way and the ratio to C; no target.
+    fl = [(d, med(f"files_{d}", "loom", "ops_per_sec"), med(f"files_{d}", "c", "ops_per_sec"),
+           spread(series(f"files_{d}", "loom", "ops_per_sec")), spread(series(f"files_{d}", "c", "ops_per_sec")))
+          for d in ("write", "read")]
+    if any(l or c for _, l, c, _, _ in fl):
+        p("## files (loom.fs against plain C, MiB/s)\n")
+        p(f"A file of {big_n('files_write', 'loom') or big_n('files_write', 'c')} MiB written in 1 MiB "
+          "chunks (loom: file:write, one request on libuv's pool each; C: write(2)), then read "
+          "back in 1 MiB chunks (file:read(n); read(2)); page cache, no fsync. "
+          "Ratio: loom / C (above 1 = loom faster). No target.\n")
+        p("| direction | loom | C | loom / C |")
+        p("|---|---|---|---|")
+        for d, l, c, ls, cs in fl:
+            p(f"| {d} | " + (f"{l:.0f}{ls}" if l else "–") + " | " + (f"{c:.0f}{cs}" if c else "–")
+              + " | " + (rx(l / c) if l and c else "–") + " |")
+        p("")
+
     # ------------------------------------------------ medians table
     cols = [q for q in ALL if any(k[1] == q for k in vals)]
     rows = [
@@ -436,8 +455,9 @@ def main():
             spawn_targets.append((f"spawn rate >= 2x uvloop (C={c})", ru, ">=", 2))
         p("")
     targets[-1:-1] = spawn_targets
-    if (echo or http) and all(r is None for _, r, _, _ in targets[:-1]):
-        if http:  # an echo/http-only run: no other target measured
+    files = any(l or c for _, l, c, _, _ in fl)
+    if (echo or http or files) and all(r is None for _, r, _, _ in targets[:-1]):
+        if http:  # an echo/http/files-only run: no other target measured
             p("## Targets\n")
             p("| target | measured | |")
             p("|---|---|---|")

@@ -17,7 +17,7 @@
 # and copies table.md to build/bench/latest.md.
 #
 # usage: scripts/bench/run.sh [workload ...]
-#   (callbacks timers tasks pingpong queue lock gather echo http spawn; default all, in that order)
+#   (callbacks timers tasks pingpong queue lock gather echo http spawn files; default all, in that order)
 # echo: TCP echo servers driven by the peers' C epoll client (echo/client.c,
 # built into build/bench/peers-bin/), each started pinned on SERVER_CPU and
 # measured with the client pinned on CLIENT_CPU for every size x
@@ -80,13 +80,13 @@ PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench/peers}
 PEERS=${PEERS:-asyncio uvloop luv cqueues lua-coro node libuv-c}
 [ "$PEERS" = none ] && PEERS=
 ASKED_PEERS=$PEERS             # before any is dropped (for scripts/bench/py)
-WORKLOADS=${*:-callbacks timers tasks pingpong queue lock gather echo http spawn}
+WORKLOADS=${*:-callbacks timers tasks pingpong queue lock gather echo http spawn files}
 LOOM=$ROOT/build/bin/loom
 BENCH=$ROOT/scripts/bench
 
 for w in $WORKLOADS; do
-  case $w in callbacks|timers|tasks|pingpong|queue|lock|gather|echo|http|spawn) ;;
-    *) echo "unknown workload '$w' (callbacks timers tasks pingpong queue lock gather echo http spawn)" >&2; exit 2 ;;
+  case $w in callbacks|timers|tasks|pingpong|queue|lock|gather|echo|http|spawn|files) ;;
+    *) echo "unknown workload '$w' (callbacks timers tasks pingpong queue lock gather echo http spawn files)" >&2; exit 2 ;;
   esac
 done
 
@@ -413,6 +413,33 @@ http_suite() {
   done < <(http_servers)
 }
 
+# ---------------------------------------------------------------- files
+# loom.fs (scripts/bench/files.lua) against plain C read(2)/write(2)
+# (scripts/bench/c/files.c, built into build/bench/): each writes a file
+# of N_FILES_MIB MiB (default 1024) in 1 MiB chunks in a new temporary
+# directory under $TMPDIR (else /tmp), reads it back, removes it. Which of
+# the two runs first alternates by repetition (the page cache and the
+# writeback of the previous run weigh on the next). raw.tsv: workloads
+# files_write and files_read, peers loom and c, n = MiB, ops_per_sec =
+# MiB/s. No target: the report gives the ratio to C.
+N_FILES_MIB=${N_FILES_MIB:-1024}
+FILES_C=
+case " $WORKLOADS " in *" files "*)
+  echo "files: N_FILES_MIB=$N_FILES_MIB TMPDIR=${TMPDIR:-/tmp}" >>"$OUT/env.txt"
+  if gcc -O2 -Wall -o build/bench/files_c "$BENCH/c/files.c" 2>>"$LOG"; then
+    FILES_C=build/bench/files_c
+  else
+    note "files: gcc failed on scripts/bench/c/files.c: C not measured"
+  fi ;;
+esac
+files_suite() {
+  local rep=$1 loom=(run_one "$rep" "loom/files" "$LOOM" --plain "$BENCH/files.lua" "$N_FILES_MIB")
+  [ $((rep % 2)) = 1 ] && "${loom[@]}"
+  [ -n "$FILES_C" ] && run_one "$rep" "c/files" "$FILES_C" "$N_FILES_MIB"
+  [ $((rep % 2)) = 0 ] && "${loom[@]}"
+  return 0
+}
+
 START=$(date +%s)
 for rep in $(seq 1 "$REPS"); do
   echo "== repetition $rep/$REPS ($(($(date +%s) - START)) s elapsed)"
@@ -434,6 +461,7 @@ for rep in $(seq 1 "$REPS"); do
       spawn)     own "$rep" spawn "${N_SPAWN:-1000}" "${SPAWN_CONC:-1 10 50}" ;;
       echo)      echo_suite "$rep" ;;
       http)      http_suite "$rep" ;;
+      files)     files_suite "$rep" ;;
     esac
   done
 done
