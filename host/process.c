@@ -728,7 +728,6 @@ static int spawn (lua_State *L, int shell, const argctx *ac, int pidx,
   o.cwd = so.cwd;
   o.stdio_count = 3;
   o.stdio = stdio;
-  if (so.mode[0] == LOOM_PIPE)
   r = uv_spawn(&loop->uv, &ph->h, &o);
   if (sp[1] >= 0)
     close(sp[1]);
