@@ -15,8 +15,7 @@ local function pending(area, names)
 end
 pending("io", [[loop.sendfile loop.start_tls]])
 pending("processes", [[loop.subprocess_exec loop.subprocess_shell
-  loop.run_in_executor create_subprocess_exec create_subprocess_shell
-  PIPE DEVNULL STDOUT fs thread channel ThreadPoolExecutor to_thread]])
+  create_subprocess_exec create_subprocess_shell PIPE DEVNULL STDOUT fs]])
 pending("introspection", [[task.get_stack task.print_stack task_tree
   print_tasks trace]])
 pending("tls", [[tls]])

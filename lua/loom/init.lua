@@ -85,7 +85,7 @@ end
 -- The composition layer: each module returns a table of public names.
 for _, name in ipairs { "loom.context", "loom.sync", "loom.queues",
                         "loom.combinators", "loom.dns", "loom.signals",
-                        "loom.fds", "loom.streams" } do
+                        "loom.fds", "loom.streams", "loom.thread" } do
   for k, v in pairs(require(name)) do
     assert(loom[k] == nil, name .. " redefines loom." .. k)
     loom[k] = v
@@ -129,7 +129,6 @@ core.interpose(LOOP, "default_exception_handler", default_exception_handler)
 -- Lua has no asynchronous generators; kept so code written against
 -- asyncio's shutdown sequence runs unchanged.
 core.interpose(LOOP, "shutdown_asyncgens", function() end)
-core.interpose(LOOP, "shutdown_default_executor", function() end)
 
 
 ---------------------------------------------------------------- run
