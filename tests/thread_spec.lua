@@ -567,3 +567,43 @@ describe("other threads reaching a loop", function()
     assert.is_true(f:cancelled())
   end)
 end)
+
+describe("reuse_port across threads", function()
+  it("lets a server per thread listen on one port, and spreads the connections", function()
+    local ready, counts, stop = loom.channel(), loom.channel(), loom.channel()
+    local function serve(port, rdy, cnt, stp)
+      local n = 0
+      local server = loom.get_running_loop():create_server(function()
+        return {
+          connection_made = function(_, t) n = n + 1 t:write("hi") t:close() end,
+        }
+      end, "127.0.0.1", port, { reuse_port = true })
+      rdy:send(server:sockets()[1].port)
+      stp:recv()
+      server:close()
+      cnt:send(n)
+    end
+    local t1 = loom.thread.start(serve, 0, ready, counts, stop)
+    local port = ready:recv()
+    local t2 = loom.thread.start(serve, port, ready, counts, stop)
+    assert.are.equal(port, ready:recv())
+    run(function(loop)
+      local e = raised(function()
+        loop:create_server(function() return {} end, "127.0.0.1", port)
+      end)
+      assert.are.equal("EADDRINUSE", e.code)
+      for _ = 1, 24 do
+        local r, w = loom.open_connection("127.0.0.1", port)
+        assert.are.equal("hi", r:read(10))
+        w:close()
+      end
+    end)
+    stop:send(1)
+    stop:send(2)
+    local a, b = counts:recv(), counts:recv()
+    t1:join()
+    t2:join()
+    assert.are.equal(24, a + b)
+    assert.is_true(a > 0 and b > 0, ("%d and %d"):format(a, b))
+  end)
+end)
