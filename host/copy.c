@@ -24,7 +24,7 @@
 
 #include "internal.h"
 
-#define COPY_MAXDEPTH 200     /* nesting of tables, as Lua's C calls */
+#define COPY_MAXDEPTH 1000    /* nesting of tables; each level costs two C frames */
 #define BLOB_MT "loom.CopyBuffer"  /* frees a blob left by an error */
 
 /* Tags of the wire format. Integers are in the machine's own byte
@@ -49,6 +49,12 @@ struct loom_blob {
   loom_shared **sh;         /* references the blob holds */
   int nsh, shcap;
   int nvals;                /* values at the top level */
+  int hasrefs;              /* some value is met twice (T_REF) */
+  /* while encoding: the tables and functions met, past the first few,
+  ** in an open-addressing hash (here, so an error frees it too) */
+  const void **hkeys;
+  uint32_t *hids;
+  uint32_t hcap, hn;
 };
 
 
@@ -129,6 +135,8 @@ void loom__blob_free (loom_blob *b) {
     return;
   for (i = 0; i < b->nsh; i++)
     loom__shared_release(b->sh[i]);
+  free(b->hkeys);
+  free(b->hids);
   free(b->sh);
   free(b->buf);
   free(b);
@@ -147,10 +155,12 @@ int loom__blob_count (const loom_blob *b) {
 ** =======================================================
 */
 
+#define SEEN_INLINE 8       /* tables and functions met, before the hash */
+
 typedef struct encstate {
   lua_State *L;
   loom_blob *b;
-  int seen;                 /* stack index of the table: value -> id, or 0 */
+  const void *seen[SEEN_INLINE];  /* the first ones met: id = index + 1 */
   uint32_t nids;            /* tables and functions met so far */
   int depth;
   int keys[COPY_MAXDEPTH + 1];  /* stack indices of the keys on the path */
@@ -381,25 +391,83 @@ static int fail (encstate *s, int idx, const char *why, int askey) {
   return luaL_error(L, "%s%d (%s)", s->where->prefix, s->ival + 1, msg);
 }
 
+static uint32_t hashptr (const void *p, uint32_t mask) {
+  uintptr_t h = (uintptr_t)p;
+  h ^= h >> 17;
+  h *= (uintptr_t)0x9E3779B97F4A7C15u;
+  return (uint32_t)(h >> 7) & mask;
+}
+
+/* Slot of p in the blob's hash (where it is, or where it would go). */
+static uint32_t hslot (loom_blob *b, const void *p) {
+  uint32_t i = hashptr(p, b->hcap - 1);
+  while (b->hkeys[i] != NULL && b->hkeys[i] != p)
+    i = (i + 1) & (b->hcap - 1);
+  return i;
+}
+
+/* Adds p with id to the hash, growing it past half full. */
+static void hinsert (encstate *s, const void *p, uint32_t id) {
+  loom_blob *b = s->b;
+  uint32_t i;
+  if (b->hn * 2 >= b->hcap) {
+    uint32_t ocap = b->hcap, ncap = ocap ? ocap * 2 : 64, j;
+    const void **ok = b->hkeys;
+    uint32_t *ov = b->hids;
+    const void **nk = (const void **)calloc(ncap, sizeof *nk);
+    uint32_t *nv = (uint32_t *)malloc(ncap * sizeof *nv);
+    if (nk == NULL || nv == NULL) {
+      free(nk);
+      free(nv);
+      luaL_error(s->L, "not enough memory");
+    }
+    b->hkeys = nk;
+    b->hids = nv;
+    b->hcap = ncap;
+    for (j = 0; j < ocap; j++) {
+      if (ok[j] != NULL) {
+        uint32_t k = hslot(b, ok[j]);
+        nk[k] = ok[j];
+        nv[k] = ov[j];
+      }
+    }
+    free(ok);
+    free(ov);
+  }
+  i = hslot(b, p);
+  b->hkeys[i] = p;
+  b->hids[i] = id;
+  b->hn++;
+}
+
 /*
-** Looks the table or function at idx up in the values met so far: when
-** met, writes a reference and returns 1; else records it under a new id
-** and returns 0.
+** Looks the table or function at idx up in the values met so far (by
+** address: they all stay alive, anchored by the values being copied):
+** when met, writes a reference and returns 1; else records it under a
+** new id and returns 0. The first few need no allocation.
 */
 static int seen (encstate *s, int idx) {
-  lua_State *L = s->L;
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, s->seen) == LUA_TNUMBER) {
-    uint32_t id = (uint32_t)lua_tointeger(L, -1);
-    lua_pop(L, 1);
+  const void *p = lua_topointer(s->L, idx);
+  uint32_t i, id = 0, n = s->nids < SEEN_INLINE ? s->nids : SEEN_INLINE;
+  for (i = 0; i < n && id == 0; i++)
+    if (s->seen[i] == p)
+      id = i + 1;
+  if (id == 0 && s->b->hn > 0) {
+    uint32_t k = hslot(s->b, p);
+    if (s->b->hkeys[k] == p)
+      id = s->b->hids[k];
+  }
+  if (id != 0) {
     puttag(s, T_REF);
     putu32(s, id);
+    s->b->hasrefs = 1;
     return 1;
   }
-  lua_pop(L, 1);
-  lua_pushvalue(L, idx);
-  lua_pushinteger(L, (lua_Integer)++s->nids);
-  lua_rawset(L, s->seen);
+  id = ++s->nids;
+  if (id <= SEEN_INLINE)
+    s->seen[id - 1] = p;
+  else
+    hinsert(s, p, id);
   return 0;
 }
 
@@ -674,23 +742,18 @@ loom_blob *loom__copy_encode (lua_State *L, int first, int n,
     luaL_error(L, "not enough memory");
   s.L = L;
   s.b = b;
-  lua_pushnil(L);  /* the slot of the table of values met */
-  s.seen = 0;
   s.nids = 0;
   s.depth = 0;
   s.where = where;
   for (i = 0; i < n; i++) {
     s.ival = i;
-    if (lua_type(L, first + i) == LUA_TTABLE
-        || lua_type(L, first + i) == LUA_TFUNCTION) {
-      if (s.seen == 0) {
-        lua_newtable(L);
-        lua_replace(L, top + 2);
-        s.seen = top + 2;
-      }
-    }
     encode(&s, first + i);
   }
+  free(b->hkeys);
+  free(b->hids);
+  b->hkeys = NULL;
+  b->hids = NULL;
+  b->hcap = b->hn = 0;
   b->nvals = n;
   *box = NULL;  /* the caller owns it now */
   lua_settop(L, top);
@@ -729,8 +792,11 @@ static uint32_t takeu32 (decstate *d) {
 
 static void decode (decstate *d);
 
-/* Records the value on top under the next id. */
+/* Records the value on top under the next id, when something refers to
+** it. */
 static void record (decstate *d) {
+  if (!d->b->hasrefs)
+    return;
   lua_pushvalue(d->L, -1);
   lua_rawseti(d->L, d->ids, (lua_Integer)++d->nids);
 }
@@ -853,7 +919,10 @@ int loom__copy_decode (lua_State *L, const loom_blob *b) {
   decstate d;
   int i, base;
   luaL_checkstack(L, b->nvals + 10, "too many values to copy");
-  lua_newtable(L);  /* ids, below the values */
+  if (b->hasrefs)
+    lua_newtable(L);  /* ids, below the values */
+  else
+    lua_pushnil(L);
   base = lua_gettop(L);
   d.L = L;
   d.b = b;

@@ -1175,23 +1175,22 @@ static void worker_newstate (worker *w) {
 static void worker_main (void *arg) {
   worker *w = (worker *)arg;
   executor *ex = w->ex;
-  loom_cfut *idle = NULL;
+  loom_cfut *idle = NULL, *done = NULL;
+  lua_State *L;
   current_worker = w;
   worker_newstate(w);
+  uv_mutex_lock(&ex->mu);
   for (;;) {
     loom_cfut *cf;
     int interrupted;
-    uv_mutex_lock(&ex->mu);
     while (ex->qhead == NULL && !ex->shutdown) {
       ex->nidle++;
       uv_cond_wait(&ex->cv, &ex->mu);
       ex->nidle--;
     }
     cf = ex->qhead;
-    if (cf == NULL) {  /* shut down, nothing left */
-      uv_mutex_unlock(&ex->mu);
+    if (cf == NULL)  /* shut down, nothing left */
       break;
-    }
     ex->qhead = cf->qnext;
     if (ex->qhead == NULL)
       ex->qtail = NULL;
@@ -1203,33 +1202,31 @@ static void worker_main (void *arg) {
     uv_mutex_unlock(&cf->mu);
     w->job = cf;
     uv_mutex_unlock(&ex->mu);
+    cf_release(done);  /* the queue's reference to the job before */
     run_job(w, cf);
+    done = cf;
     uv_mutex_lock(&ex->mu);
     w->job = NULL;
     uv_mutex_lock(&cf->mu);
     cf->worker = NULL;
     uv_mutex_unlock(&cf->mu);
     interrupted = atomic_exchange(&w->interrupt, 0);
-    if (interrupted && w->L != NULL)
-      lua_sethook(w->L, NULL, 0, 0);
-    uv_mutex_unlock(&ex->mu);
     if (interrupted) {
-      lua_State *old = w->L;
-      uv_mutex_lock(&ex->mu);
-      w->L = NULL;
+      L = w->L;
+      w->L = NULL;  /* no cancel reaches it any more */
       uv_mutex_unlock(&ex->mu);
-      closestate(old);
+      if (L != NULL)
+        lua_sethook(L, NULL, 0, 0);
+      closestate(L);
       worker_newstate(w);
+      uv_mutex_lock(&ex->mu);
     }
-    cf_release(cf);  /* the queue's reference */
   }
-  {
-    lua_State *L = w->L;
-    uv_mutex_lock(&ex->mu);
-    w->L = NULL;
-    uv_mutex_unlock(&ex->mu);
-    closestate(L);
-  }
+  L = w->L;
+  w->L = NULL;
+  uv_mutex_unlock(&ex->mu);
+  cf_release(done);
+  closestate(L);
   uv_mutex_lock(&ex->mu);
   if (--ex->nthreads == 0 && ex->shutdown) {
     idle = ex->idle;
@@ -1275,7 +1272,7 @@ static executor *ex_new (lua_State *L, int max) {
 ** not queued). Raises nothing.
 */
 static int ex_submit (executor *ex, loom_cfut *cf) {
-  int r = 0;
+  int r = 0, wake;
   uv_mutex_lock(&ex->mu);
   if (ex->shutdown) {
     uv_mutex_unlock(&ex->mu);
@@ -1288,6 +1285,7 @@ static int ex_submit (executor *ex, loom_cfut *cf) {
     ex->qhead = cf;
   ex->qtail = cf;
   ex->nqueued++;
+  wake = ex->nidle > 0;
   if (ex->nqueued > ex->nidle && ex->nthreads < ex->max) {
     /* more jobs wait than idle threads will take: one more thread (an
     ** idle thread counts as idle until it has woken and taken a job) */
@@ -1316,11 +1314,12 @@ static int ex_submit (executor *ex, loom_cfut *cf) {
       *pp = NULL;
       ex->qtail = prev;
       ex->nqueued--;
+      wake = 0;
     }
   }
-  else
-    uv_cond_signal(&ex->cv);
   uv_mutex_unlock(&ex->mu);
+  if (wake)
+    uv_cond_signal(&ex->cv);  /* unlocked: the woken thread takes the lock */
   if (r != 0)
     cf_release(cf);  /* not the last: the caller holds one */
   return r;

@@ -63,6 +63,18 @@ describe("copying values", function()
     assert.are_not.equal(keyt, k)
   end)
 
+  it("keeps sharing among many tables", function()
+    local nodes = {}
+    for i = 1, 500 do nodes[i] = { id = i } end
+    for i = 1, 500 do nodes[i].next = nodes[i % 500 + 1]; nodes[i].prev = nodes[(i - 2) % 500 + 1] end
+    local c = copy(nodes)
+    for i = 1, 500 do
+      assert.are.equal(i, c[i].id)
+      assert.are.equal(c[i % 500 + 1], c[i].next)
+      assert.are.equal(c[i], c[i].next.prev)
+    end
+  end)
+
   it("copies functions as bytecode: _ENV becomes the target's globals", function()
     local function add(a, b) return a + b end
     local function greet(name) return string.format("hi %s", name) end
@@ -136,15 +148,15 @@ describe("copying values", function()
   it("refuses tables nested too deeply, without overflowing the C stack", function()
     local t = {}
     local cur = t
-    for _ = 1, 1000 do cur.next = {}; cur = cur.next end
-    contains("nested more than 200 levels", raised(copy, t))
+    for _ = 1, 3000 do cur.next = {}; cur = cur.next end
+    contains("nested more than 1000 levels", raised(copy, t))
     cur = {}
     local t2 = cur
-    for _ = 1, 150 do cur.next = {}; cur = cur.next end
+    for _ = 1, 900 do cur.next = {}; cur = cur.next end
     local c = copy(t2)
     local depth = 0
     while c.next do c = c.next; depth = depth + 1 end
-    assert.are.equal(150, depth)
+    assert.are.equal(900, depth)
   end)
 
   it("copies channels and loops as handles to the same object", function()

@@ -331,6 +331,46 @@ describe("ThreadPoolExecutor", function()
   end)
 end)
 
+describe("collection in any order", function()
+  it("of executors, threads and channels whose work is still going on", function()
+    local cf, done = nil, loom.channel()
+    do
+      local ch = loom.channel()
+      local ex = loom.ThreadPoolExecutor(1)
+      cf = ex:submit(function(c) return c:recv() end, ch)
+      local t = loom.thread.start(function(c, d)
+        loom.sleep(0.02)
+        c:send("through a collected channel")
+        d:send(true)
+      end, ch, done)
+      ex, t, ch = nil, nil, nil
+      collectgarbage()
+    end
+    collectgarbage()
+    assert.are.equal("through a collected channel", cf:result(5))
+    assert.is_true(done:recv())
+    cf = nil
+    collectgarbage()
+  end)
+
+  it("of a loop whose port other threads still hold", function()
+    local remote
+    do
+      local loop = H.loop()
+      remote = loom._core._copy(loop)
+      loop:close()
+    end
+    collectgarbage()
+    assert.is_true(remote:is_closed())
+    local t = loom.thread.start(function(r)
+      return pcall(r.call_soon_threadsafe, r, function() end)
+    end, remote)
+    local ok, e = t:join()
+    assert.is_false(ok)
+    contains("event loop is closed", e)
+  end)
+end)
+
 describe("loop:run_in_executor", function()
   it("runs in the default executor with nil, and returns a future of the loop", function()
     run(function(loop)
