@@ -6,6 +6,7 @@
 #ifndef LOOM_INTERNAL_H
 #define LOOM_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,9 @@
 #define LOOM_FUTURE_MT "loom.Future"
 #define LOOM_TASK_MT   "loom.Task"
 #define LOOM_GATHER_MT "loom.Gathering"
+#define LOOM_CHANNEL_MT    "loom.Channel"
+#define LOOM_REMOTELOOP_MT "loom.RemoteLoop"
+#define LOOM_CFUTURE_MT    "loom.ConcurrentFuture"
 
 /*
 ** The core's types. Each metatable is kept in the registry under its name
@@ -181,6 +185,7 @@ typedef struct loom_loop {
   void *poll_state;
   void *udp_state;
   void *fs_state;           /* fs.c: requests in flight */
+  void *thread_state;       /* thread.c: the loop's port, made lazily */
   int nsignals;             /* signal handles watching (they are unref'd,
                                so uv_loop_alive does not count them) */
   uint32_t traceid;         /* its lane in a trace (trace.c), 0: none yet */
@@ -315,6 +320,85 @@ int loom__task_cancel(lua_State *L, loom_task *t, int idx, int msgidx);
 int loom__task_new(lua_State *L, loom_loop *loop, int loopidx, int fidx,
                    int nargs);
 int loom__open_task(lua_State *L);
+
+/*
+** copy.c: objects shared between threads and values copied between Lua
+** states. A shared object is reference counted (atomically) and lives in
+** C memory; each Lua state sees it through a box, a userdata holding one
+** reference, whose metatable says the kind. Boxes copy to other threads
+** as the same object.
+*/
+enum { LOOM_SHCHANNEL = 1, LOOM_SHPORT, LOOM_SHCFUT, LOOM_SHCOUNT };
+
+typedef struct loom_shared {
+  atomic_int refs;
+  int kind;
+  void (*destroy)(struct loom_shared *s);  /* called by the last release */
+} loom_shared;
+
+void loom__shared_init(loom_shared *s, int kind,
+                       void (*destroy)(loom_shared *s));
+void loom__shared_retain(loom_shared *s);
+void loom__shared_release(loom_shared *s);
+void loom__shared_push(lua_State *L, loom_shared *s);
+loom_shared *loom__shared_test(lua_State *L, int idx, int kind);
+
+/*
+** Where copied values come from, for the error that names one that
+** cannot be copied. Arguments: value i is argument #(arg + i), except
+** that with fnarg > 0 value 0 is argument #fnarg and value i > 0 is
+** argument #(arg + i - 1); luaL_argerror then names the function. With
+** arg == 0 the values are named prefix..(i + 1), e.g. "result #1".
+*/
+typedef struct loom_copywhere {
+  int arg;
+  int fnarg;
+  const char *prefix;
+} loom_copywhere;
+
+typedef struct loom_blob loom_blob;
+loom_blob *loom__copy_encode(lua_State *L, int first, int n,
+                             const loom_copywhere *where);
+int loom__copy_decode(lua_State *L, const loom_blob *b);
+int loom__copy_take(lua_State *L, loom_blob *b);
+loom_blob **loom__blob_box(lua_State *L);
+loom_blob *loom__blob_new(void);
+void loom__blob_free(loom_blob *b);
+int loom__blob_count(const loom_blob *b);
+int loom__open_copy(lua_State *L);
+
+/*
+** thread.c. A message goes to a loop from any thread through the loop's
+** port (a uv_async_t and a locked queue). loom__wait_new makes the kind
+** that wakes a task: it pushes a new future of the running loop, which
+** the message completes (with no values) once posted; the owner (a
+** channel, here) keeps it in a list under its own lock, with 'linked'
+** set, until it posts it. Cancelling the future takes it back from the
+** owner through loom__channel_unlink.
+*/
+typedef struct loom_msg {
+  struct loom_msg *next;    /* in the owner's list, then the port's queue */
+  struct loom_port *port;   /* retained */
+  loom_shared *owner;       /* retained: what the message waits on */
+  loom_blob *blob;
+  int kind;
+  int linked;               /* in the owner's list (owner's lock) */
+} loom_msg;
+
+loom_shared *loom__loop_port(lua_State *L, int loopidx);
+loom_msg *loom__wait_new(lua_State *L, loom_shared *owner);
+void loom__msg_post(loom_msg *m);
+void loom__msg_free(loom_msg *m);
+int loom__in_task(lua_State *L);
+int loom__interrupted(void);
+void loom__set_statehooks(lua_State *(*newstate)(void),
+                          void (*closestate)(lua_State *L));
+void loom__thread_shutdown(lua_State *L, loom_loop *loop, int loopidx);
+int loom__open_thread(lua_State *L);
+
+/* channel.c */
+int loom__channel_unlink(loom_shared *ch, loom_msg *m);
+int loom__open_channel(lua_State *L);
 
 /* Private keys in the registry. */
 extern const char loom__errors_key;   /* table of error classes */

@@ -1147,6 +1147,7 @@ static void loop_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
     lua_setiuservalue(L, loopidx, i);
   }
   if (loop->uvinit) {
+    loom__thread_shutdown(L, loop, loopidx);
     loom__dns_shutdown(L, loop, loopidx);
     loom__fs_shutdown(L, loop, loopidx);  /* before stream: it detaches
                                              sendfiles from transports */

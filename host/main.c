@@ -208,14 +208,11 @@ static int loadembedded(lua_State *L) {
 }
 
 /*
-** Register loom.core and the embedded modules in package.preload (so they
-** win over anything on LUA_PATH), then set the global 'loom' to
-** require "loom". Returns a status; on error the message is on the stack.
-** [-0, +(0|1), e]
+** Register loom.core and the embedded modules in package.preload, so they
+** win over anything on LUA_PATH. [-0, +0, m]
 */
-static int openloom(lua_State *L) {
+static void preloadloom(lua_State *L) {
   const struct loom_embedded *e;
-  int status;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_loom_core);
   lua_setfield(L, -2, "loom.core");
@@ -227,6 +224,15 @@ static int openloom(lua_State *L) {
     lua_setfield(L, -2, e->name);
   }
   lua_pop(L, 1);  /* preload table */
+}
+
+/*
+** Preload loom's modules, then set the global 'loom' to require "loom".
+** Returns a status; on error the message is on the stack. [-0, +(0|1), e]
+*/
+static int openloom(lua_State *L) {
+  int status;
+  preloadloom(L);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "loom");
   status = docall(L, 1, 1);
@@ -768,10 +774,11 @@ static int panic(lua_State *L) {
   return 0;  /* abort */
 }
 
-/* Warnings as lua.c has them: off until "@on". */
-static int warn_on;
+/* Warnings as lua.c has them: off until "@on". Each thread has its own
+** state, hence its own switch. */
+static _Thread_local int warn_on;
+static _Thread_local int cont;
 static void warnf(void *ud, const char *msg, int tocont) {
-  static int cont;
   (void)ud;
   if (!cont && msg[0] == '@') {
     if (strcmp(msg, "@on") == 0)
@@ -807,10 +814,47 @@ static lua_State *newstate(loom_alloc **pa) {
   return L;
 }
 
+/*
+** States for the threads loom starts (thread.c): made as the main one is,
+** with the standard libraries and loom's embedded modules preloaded. The
+** state's allocator is freed with it.
+*/
+static int thread_openlibs(lua_State *L) {
+  luaL_openlibs(L);
+  lua_gc(L, LUA_GCGEN, 0, 0);
+  preloadloom(L);
+  return 0;
+}
+
+static void thread_closestate(lua_State *L) {
+  void *ud;
+  lua_getallocf(L, &ud);
+  lua_close(L);
+  if (LOOM_POOL_ALLOC)
+    loom__alloc_free((loom_alloc *)ud);
+}
+
+static lua_State *thread_newstate(void) {
+  loom_alloc *a;
+  lua_State *L = newstate(&a);
+  if (L == NULL) {
+    loom__alloc_free(a);
+    return NULL;
+  }
+  lua_pushcfunction(L, thread_openlibs);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    thread_closestate(L);
+    return NULL;
+  }
+  return L;
+}
+
 int main(int argc, char **argv) {
   int status, result;
   loom_alloc *a;
-  lua_State *L = newstate(&a);
+  lua_State *L;
+  loom__set_statehooks(thread_newstate, thread_closestate);
+  L = newstate(&a);
   if (L == NULL) {
     loom__alloc_free(a);
     l_message(LOOM_PROGNAME, "cannot create state: not enough memory");

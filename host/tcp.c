@@ -4,9 +4,19 @@
 ** loop:create_connection, loop:create_server, transport:set_nodelay.
 */
 
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <sys/socket.h>
 
 #include "stream.h"
+
+/* libuv before 1.49 has no UV_TCP_REUSEPORT: loom then makes the socket
+** itself, with SO_REUSEPORT, and hands it to libuv. */
+#ifndef UV_TCP_REUSEPORT
+#define LOOM_TCP_REUSEPORT 0x10000
+#endif
 
 /*
 ** Reads host (hidx) and port (pidx) into ss. host: a numeric IPv4 or
@@ -156,6 +166,26 @@ static int loop_create_connection (lua_State *L) {
 ** reuse_address is accepted and always on. */
 static int tcpbind (lua_State *L, loom_lsn *s, const void *addr, int flags) {
   (void)L;
+#ifdef LOOM_TCP_REUSEPORT
+  if (flags & LOOM_TCP_REUSEPORT) {
+    int on = 1, r;
+    int fd = socket(((const struct sockaddr *)addr)->sa_family,
+                    SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+      return uv_translate_sys_error(errno);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) {
+      r = uv_translate_sys_error(errno);
+      close(fd);
+      return r;
+    }
+    r = uv_tcp_open(&s->h.tcp, fd);
+    if (r < 0) {
+      close(fd);
+      return r;
+    }
+    flags &= ~LOOM_TCP_REUSEPORT;
+  }
+#endif
   return uv_tcp_bind(&s->h.tcp, (const struct sockaddr *)addr,
                      (unsigned int)flags);
 }
@@ -199,7 +229,7 @@ static int loop_create_server (lua_State *L) {
 #ifdef UV_TCP_REUSEPORT
       flags |= UV_TCP_REUSEPORT;
 #else
-      luaL_argerror(L, 5, "reuse_port is not supported by this libuv");
+      flags |= LOOM_TCP_REUSEPORT;
 #endif
     }
     lua_pop(L, 1);

@@ -14,8 +14,6 @@ local function pending(area, names)
   for name in names:gmatch("%S+") do later[name] = area end
 end
 pending("io", [[loop.start_tls]])
-pending("processes", [[loop.run_in_executor thread channel
-  ThreadPoolExecutor to_thread]])
 pending("tls", [[tls]])
 
 local f = assert(io.open(design, "rb"))

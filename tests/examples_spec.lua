@@ -69,12 +69,13 @@ lazy_teardown(function()
   for _, n in ipairs(temps) do os.remove(n) end
 end)
 
--- Starts scripts/examples/<name> on port 0; returns {pid =, port =, err =}
--- (err: the file with its stderr). Fails when no port is printed in 30 s.
-local function start(name)
+-- Starts scripts/examples/<name> on port 0 (then the shell-quoted
+-- arguments in extra, if any); returns {pid =, port =, err =} (err: the
+-- file with its stderr). Fails when no port is printed in 30 s.
+local function start(name, extra)
   local err = tmpname()
-  local out = run(("timeout -s KILL 300 %s %s 0 </dev/null >/dev/null 2>%s & echo $!")
-    :format(shquote(EXE), shquote(EXAMPLES .. name), shquote(err)))
+  local out = run(("timeout -s KILL 300 %s %s 0 %s </dev/null >/dev/null 2>%s & echo $!")
+    :format(shquote(EXE), shquote(EXAMPLES .. name), extra or "", shquote(err)))
   local pid = assert(tonumber(out:match("%d+")), "no pid")
   local port = wait_until(function()
     return tonumber(readfile(err):match("listening on [^\n]*:(%d+)\n"))
@@ -310,5 +311,45 @@ describe("scripts/examples/echo_client.lua against echo_server.lua", function()
     local out, code = client(tmp.port .. " x")
     assert.are.equal(1, code, out)
     assert.truthy(out:find("cannot connect", 1, true), out)
+  end)
+end)
+
+describe("scripts/examples/multicore_echo.lua", function()
+  local srv
+  lazy_setup(function() srv = start("multicore_echo.lua", "127.0.0.1 3") end)
+  lazy_teardown(function()
+    local err = stop(srv)
+    assert_quiet("multicore_echo.lua", err)
+  end)
+
+  -- The number of listening TCP sockets on 127.0.0.1:port.
+  local function listeners(port)
+    local n = 0
+    local want = ("0100007F:%04X"):format(port)
+    for line in io.lines("/proc/net/tcp") do
+      local localaddr, st = line:match("^%s*%d+: (%x+:%x+) %x+:%x+ (%x+)")
+      if localaddr == want and st == "0A" then n = n + 1 end
+    end
+    return n
+  end
+
+  it("runs one loop per thread, each listening on the same port", function()
+    assert.truthy(readfile(srv.err):find("multicore_echo: 3 loops, listening on 127.0.0.1:"
+      .. srv.port .. "\n", 1, true), readfile(srv.err))
+    assert.are.equal(3, listeners(srv.port))
+  end)
+
+  it("echoes for many clients at once, whichever loop takes them", function()
+    local outs, cmds = {}, {}
+    for i = 1, 24 do
+      outs[i] = tmpname()
+      cmds[i] = ("timeout -s KILL 60 %s %s %d 'client %d' 'line two' </dev/null >%s 2>&1 &")
+        :format(shquote(EXE), shquote(EXAMPLES .. "echo_client.lua"), srv.port, i,
+                shquote(outs[i]))
+    end
+    execute(table.concat(cmds, " ") .. " wait")
+    for i = 1, 24 do
+      assert.are.equal(("client %d\nline two\n"):format(i), readfile(outs[i]))
+    end
   end)
 end)

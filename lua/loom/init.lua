@@ -86,7 +86,8 @@ end
 for _, name in ipairs { "loom.context", "loom.sync", "loom.queues",
                         "loom.combinators", "loom.dns", "loom.signals",
                         "loom.fds", "loom.streams", "loom.introspect",
-                        "loom.tracing", "loom.subprocess", "loom.fs" } do
+                        "loom.tracing", "loom.subprocess", "loom.fs",
+                        "loom.thread" } do
   for k, v in pairs(require(name)) do
     assert(loom[k] == nil, name .. " redefines loom." .. k)
     loom[k] = v
@@ -130,7 +131,6 @@ core.interpose(LOOP, "default_exception_handler", default_exception_handler)
 -- Lua has no asynchronous generators; kept so code written against
 -- asyncio's shutdown sequence runs unchanged.
 core.interpose(LOOP, "shutdown_asyncgens", function() end)
-core.interpose(LOOP, "shutdown_default_executor", function() end)
 
 
 ---------------------------------------------------------------- run

@@ -23,6 +23,11 @@ uvloop-streams, node, luv), and both APIs' targets per cell.
 http (workloads http-c<CONNS>: requests/s of `wrk -t1 -c<CONNS>` against each
 HTTP hello-world server) has its own table, with loom's ratio to node and
 libuv-c and the target "HTTP example ahead of Node's http at 100 connections".
+
+threads (to_thread, to_thread-c10: round trips/s against asyncio and uvloop;
+echo-loops-s<SIZE>-c<CONNS>: multicore_echo.lua on 1 and 2 loops) has its
+own section, with the scaling ratio of 2 loops over 1 and the target
+"to_thread >= 2x asyncio".
 """
 import re
 import csv
@@ -399,6 +404,40 @@ def main():
                                 + [rx(r_n) if r_n else "–", rx(r_c) if r_c else "–", tgt]) + " |")
         h("")
 
+    # ------------------------------------------------ threads
+    loops = defaultdict(lambda: defaultdict(list))  # (size, conns) -> peer -> [req/s]
+    with open(sys.argv[1]) as f:
+        for r in csv.DictReader(f, delimiter="\t"):
+            m = re.match(r"^echo-loops-s(\d+)-c(\d+)$", r["workload"])
+            if m and num(r.get("ops_per_sec")) is not None:
+                loops[(int(m.group(1)), int(m.group(2)))][r["peer"]].append(num(r["ops_per_sec"]))
+    if loops or any(k[0].startswith("to_thread") for k in vals):
+        p("## threads\n")
+        p("to_thread: round trips/s (a job copied to a worker thread, run, its result "
+          "copied back to the awaiting task), awaited one at a time and 10 in flight; "
+          "loom's ratio to each (above 1 = loom faster). Target: >= 2x asyncio "
+          "(one at a time). Echo on loops in threads: scripts/examples/multicore_echo.lua "
+          "(one loop per thread, reuse_port) under the echo client, unpinned; scaling = "
+          "2 loops / 1 loop.\n")
+        for w in sorted({k[0] for k in vals if k[0].startswith("to_thread")}):
+            lv = med(w, "loom", "ops_per_sec")
+            if lv is None:
+                p(f"- **{w}**: loom not measured (failed?)")
+                continue
+            parts = [f"{rx(lv / v)} {q}" for q in ("asyncio", "uvloop")
+                     if (v := med(w, q, "ops_per_sec"))]
+            p(f"- **{w}** (N={big_n(w, 'loom')}): loom {si(lv).strip()} round trips/s"
+              f"{spread(series(w, 'loom', 'ops_per_sec'))}" + (" = " + ", ".join(parts) if parts else ""))
+        for (size, conns), d in sorted(loops.items()):
+            one, two = d.get("loom-1loop"), d.get("loom-2loops")
+            a = statistics.median(one) if one else None
+            b = statistics.median(two) if two else None
+            p(f"- **echo {size} B x {conns} conns**: 1 loop "
+              + (f"{si(a).strip()} req/s{spread(one)}" if a else "–") + ", 2 loops "
+              + (f"{si(b).strip()} req/s{spread(two)}" if b else "–")
+              + (f" = scaling {b / a:.2f}x" if a and b else ""))
+        p("")
+
     # ------------------------------------------------ targets
     def rate_ratio(w, q):
         a, b = med(w, "loom", "ops_per_sec"), med(w, q, "ops_per_sec")
@@ -425,6 +464,7 @@ def main():
         ("queue >= 3x uvloop", rate_ratio("queue", "uvloop"), ">=", 3),
         ("lock >= 3x uvloop", rate_ratio("lock", "uvloop"), ">=", 3),
         ("gather >= 3x uvloop", rate_ratio("gather", "uvloop"), ">=", 3),
+        ("to_thread round trips >= 2x asyncio", rate_ratio("to_thread", "asyncio"), ">=", 2),
         ("HTTP example ahead of Node's http at 100 connections", http_target, ">", 1),
     ]
 

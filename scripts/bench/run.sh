@@ -17,7 +17,7 @@
 # and copies table.md to build/bench/latest.md.
 #
 # usage: scripts/bench/run.sh [workload ...]
-#   (callbacks timers tasks pingpong queue lock gather echo http spawn files; default all, in that order)
+#   (callbacks timers tasks pingpong queue lock gather echo http spawn files threads; default all, in that order)
 # echo: TCP echo servers driven by the peers' C epoll client (echo/client.c,
 # built into build/bench/peers-bin/), each started pinned on SERVER_CPU and
 # measured with the client pinned on CLIENT_CPU for every size x
@@ -33,6 +33,14 @@
 # scripts/examples/http_server.lua (protocol API) and the peers' http/
 # servers (asyncio-proto, uvloop-proto, luv, cqueues, node, libuv-c), for
 # every C in HTTP_CONNS, as the peers' run.sh does. Needs wrk.
+# threads: to_thread round trips, scripts/bench/threads.lua against
+# scripts/bench/py/to_thread.py (asyncio, uvloop): N_TOTHREAD calls awaited
+# in turn (workload to_thread), then with 10 in flight (to_thread-c10); and
+# echo requests/s of scripts/examples/multicore_echo.lua on 1 and 2 loops
+# (one thread each), server and client unpinned (the server needs two
+# cores), THREADS_ECHO_SIZE bytes at each of THREADS_ECHO_CONNS
+# connections (workload echo-loops-s<SIZE>-c<C>, peers loom-1loop and
+# loom-2loops).
 # queue, lock and gather have no program in the peers' directory: they run
 # loom (scripts/bench/<w>.lua) against asyncio and uvloop only, with the
 # Python programs in scripts/bench/py/<w>.py (`python3 <w>.py N PEER [extra]`).
@@ -44,6 +52,7 @@
 #   ECHO_SECS=1 ECHO_SIZES="1024 10240 102400" (bytes) ECHO_CONNS="1 10 100"
 #   SERVER_CPU=0 CLIENT_CPU=1 (echo, http: server and client pinned apart) BASE_PORT=24000
 #   HTTP_SECS=2 HTTP_CONNS="1 100" (wrk connections)
+#   N_TOTHREAD=100000 THREADS_ECHO_SIZE=1024 THREADS_ECHO_CONNS="10 100"
 #   PEERS="asyncio uvloop luv cqueues lua-coro node libuv-c" (subset to run;
 #   PEERS=none runs loom alone)   NO_INSTALL=1 (never apt-get missing peers)
 #   PEERS_DIR=<repo>/../shared/bench/peers  PY=/usr/bin/python3 LUA=lua5.4 NODE=node
@@ -71,6 +80,9 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 HTTP_SECS=${HTTP_SECS:-2}
 HTTP_CONNS=${HTTP_CONNS:-"1 100"}
+N_TOTHREAD=${N_TOTHREAD:-100000}
+THREADS_ECHO_SIZE=${THREADS_ECHO_SIZE:-1024}
+THREADS_ECHO_CONNS=${THREADS_ECHO_CONNS:-"10 100"}
 MICRO_CPU=${MICRO_CPU-0}
 TIMEOUT=${TIMEOUT:-300}
 PY=${PY:-/usr/bin/python3}     # Debian's python3 (the one with python3-uvloop)
@@ -80,13 +92,13 @@ PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench/peers}
 PEERS=${PEERS:-asyncio uvloop luv cqueues lua-coro node libuv-c}
 [ "$PEERS" = none ] && PEERS=
 ASKED_PEERS=$PEERS             # before any is dropped (for scripts/bench/py)
-WORKLOADS=${*:-callbacks timers tasks pingpong queue lock gather echo http spawn files}
+WORKLOADS=${*:-callbacks timers tasks pingpong queue lock gather echo http spawn files threads}
 LOOM=$ROOT/build/bin/loom
 BENCH=$ROOT/scripts/bench
 
 for w in $WORKLOADS; do
-  case $w in callbacks|timers|tasks|pingpong|queue|lock|gather|echo|http|spawn|files) ;;
-    *) echo "unknown workload '$w' (callbacks timers tasks pingpong queue lock gather echo http spawn files)" >&2; exit 2 ;;
+  case $w in callbacks|timers|tasks|pingpong|queue|lock|gather|echo|http|spawn|files|threads) ;;
+    *) echo "unknown workload '$w' (callbacks timers tasks pingpong queue lock gather echo http spawn files threads)" >&2; exit 2 ;;
   esac
 done
 
@@ -161,7 +173,7 @@ fi
 
 # echo: the peers' client (needed for loom alone too) and libuv-c's server.
 ECHO_OK=
-case " $WORKLOADS " in *" echo "*)
+case " $WORKLOADS " in *" echo "*|*" threads "*)
   if [ ! -f "$PEERS_DIR/echo/client.c" ]; then
     note "echo skipped: no $PEERS_DIR/echo/client.c"
   elif ! command -v ss >/dev/null; then
@@ -230,7 +242,7 @@ fi
   [ -n "${OK[node]:-}" ] && echo "node: $($NODE -v)"
   echo "libuv: $(pkg-config --modversion libuv 2>/dev/null); gcc: $(gcc -dumpfullversion 2>/dev/null)"
   echo "peers run: $(for q in $PEERS; do [ -n "${OK[$q]:-}" ] && printf '%s ' "$q"; done)"
-  echo "knobs: REPS=$REPS N_CB=$N_CB N_TIMERS=$N_TIMERS N_TASKS=$N_TASKS N_SLEEPERS=$N_SLEEPERS N_PINGPONG=$N_PINGPONG N_QUEUE=$N_QUEUE N_LOCK=$N_LOCK N_GATHER=$N_GATHER GATHER_REPS=$GATHER_REPS MICRO_CPU=$MICRO_CPU TIMEOUT=$TIMEOUT ECHO_SECS=$ECHO_SECS ECHO_SIZES='$ECHO_SIZES' ECHO_CONNS='$ECHO_CONNS' SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU HTTP_SECS=$HTTP_SECS HTTP_CONNS='$HTTP_CONNS'"
+  echo "knobs: N_TOTHREAD=$N_TOTHREAD THREADS_ECHO_SIZE=$THREADS_ECHO_SIZE THREADS_ECHO_CONNS='$THREADS_ECHO_CONNS' REPS=$REPS N_CB=$N_CB N_TIMERS=$N_TIMERS N_TASKS=$N_TASKS N_SLEEPERS=$N_SLEEPERS N_PINGPONG=$N_PINGPONG N_QUEUE=$N_QUEUE N_LOCK=$N_LOCK N_GATHER=$N_GATHER GATHER_REPS=$GATHER_REPS MICRO_CPU=$MICRO_CPU TIMEOUT=$TIMEOUT ECHO_SECS=$ECHO_SECS ECHO_SIZES='$ECHO_SIZES' ECHO_CONNS='$ECHO_CONNS' SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU HTTP_SECS=$HTTP_SECS HTTP_CONNS='$HTTP_CONNS'"
   [ -n "$HTTP_OK" ] && echo "wrk: $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
 } >"$OUT/env.txt"
 cat "$OUT/env.txt"
@@ -440,6 +452,35 @@ files_suite() {
   return 0
 }
 
+# ---------------------------------------------------------------- threads
+threads_suite() {
+  local rep=$1 q loops size=$THREADS_ECHO_SIZE
+  run_one "$rep" "loom/threads" "$LOOM" --plain "$BENCH/threads.lua" "$N_TOTHREAD"
+  for q in asyncio uvloop; do
+    [ -n "${PYOK[$q]:-}" ] && run_one "$rep" "$q/to_thread" "$PY" "$BENCH/py/to_thread.py" "$N_TOTHREAD" "$q"
+  done
+  [ -n "$ECHO_OK" ] || return 0
+  for loops in 1 2; do
+    free_port; local port=$PORT label="loom-${loops}loop$([ "$loops" = 1 ] || echo s)"
+    echo "$LOOM $ROOT/scripts/examples/multicore_echo.lua $port 127.0.0.1 $loops" >>"$LOG"
+    "$LOOM" "$ROOT/scripts/examples/multicore_echo.lua" "$port" 127.0.0.1 "$loops" >/dev/null 2>>"$OUT/stderr.log" &
+    SERVER_PID=$!
+    if ! wait_port "$port"; then note "rep $rep: $label did not listen on $port"; stop_server; continue; fi
+    local c
+    for c in $THREADS_ECHO_CONNS; do
+      local ccmd="timeout $((${ECHO_SECS%.*} + 30)) build/bench/peers-bin/echo_client $port $c $size $ECHO_SECS $label"
+      echo "$ccmd" >>"$LOG"
+      local line w p n s o mib
+      line=$($ccmd 2>>"$OUT/stderr.log")
+      if [ -z "$line" ]; then note "rep $rep: echo $label c=$c FAILED: $ccmd"; continue; fi
+      read -r w p n s o mib <<<"$line"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\n' "$rep" "echo-loops-s$size-c$c" "$p" "$n" "$s" "$o" "$mib" >>"$RAW"
+      printf '  %-20s %-14s %10s req/s %9s MiB/s\n' "echo-loops-s$size-c$c" "$p" "$o" "$mib"
+    done
+    stop_server
+  done
+}
+
 START=$(date +%s)
 for rep in $(seq 1 "$REPS"); do
   echo "== repetition $rep/$REPS ($(($(date +%s) - START)) s elapsed)"
@@ -462,6 +503,7 @@ for rep in $(seq 1 "$REPS"); do
       echo)      echo_suite "$rep" ;;
       http)      http_suite "$rep" ;;
       files)     files_suite "$rep" ;;
+      threads)   threads_suite "$rep" ;;
     esac
   done
 done
