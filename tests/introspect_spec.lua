@@ -172,4 +172,22 @@ describe("task_tree", function()
     assert.are.equal(0, loom.print_tasks(loop, empty))
     H.contains("no pending tasks", empty.text())
   end)
+
+  it("names what a task waits on: a child's exit", function()
+    local loop = H.loop{virtual_time = false}
+    loop:run_until_complete(function()
+      local p = loom.create_subprocess_exec("sleep", "5")
+      local waiter = loom.create_task(function() return p:wait() end)
+      waiter:set_name("reaper")
+      loom.sleep(0.01)
+      local node
+      for _, n in ipairs(loom.task_tree()[1].children) do
+        if n.task == waiter then node = n end
+      end
+      assert.is_not_nil(node)
+      assert.are.equal(("awaiting the exit of process %d"):format(p.pid), node.waiting)
+      p:kill()
+      assert.are.equal(-9, waiter:await())
+    end)
+  end)
 end)

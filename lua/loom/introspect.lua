@@ -13,6 +13,17 @@ local LOOP = "loom.Loop"
 local TASK = "loom.Task"
 local reg = debug.getregistry()
 
+-- What a future stands for, for the futures that parts of loom wait on
+-- (a child's exit, data on a stream): future -> text. Weak keys: a label
+-- goes with its future.
+local labels = setmetatable({}, { __mode = "k" })
+
+-- _label(fut, text): names what fut stands for in task_tree's "waiting".
+function M._label(fut, text)
+  labels[fut] = text
+  return fut
+end
+
 local function isloop(x) return getmetatable(x) == reg[LOOP] end
 local function istask(x) return getmetatable(x) == reg[TASK] end
 
@@ -43,7 +54,11 @@ local function waiting_text(node, now)
     return ("awaiting Task %d '%s'"):format(node.awaiting_task.id,
                                             node.awaiting_task.name)
   end
-  if node.awaiting then return "awaiting " .. tostring(node.awaiting) end
+  if node.awaiting then
+    local label = labels[node.awaiting]
+    if label then return "awaiting " .. label end
+    return "awaiting " .. tostring(node.awaiting)
+  end
   if node.sleep_until then
     return ("sleeping, %.3f s left"):format(math.max(0, node.sleep_until - now))
   end

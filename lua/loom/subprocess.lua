@@ -23,6 +23,7 @@ local await = core.await
 local running_loop = core._get_running_loop
 local OSError = errors.OSError
 local gather = require("loom.combinators").gather
+local label = require("loom.introspect")._label
 
 local M = {}
 
@@ -145,7 +146,8 @@ function Process:wait()
   if rc ~= nil then return rc end
   local loop = running_loop()
   if loop == nil then error("wait: no running event loop", 2) end
-  local fut = loop:create_future()
+  local fut = label(loop:create_future(), ("the exit of process %d")
+                                          :format(self.pid))
   local waiters = self._protocol._exit_waiters
   waiters[#waiters + 1] = fut
   local ok, e = pcall(await, fut)
