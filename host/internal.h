@@ -23,6 +23,7 @@
 #define LOOM_FUTURE_MT "loom.Future"
 #define LOOM_TASK_MT   "loom.Task"
 #define LOOM_GATHER_MT "loom.Gathering"
+#define LOOM_STREAMREADER_MT "loom.StreamReader"
 
 /*
 ** The core's types. Each metatable is kept in the registry under its name
@@ -30,7 +31,7 @@
 ** every core function, where type checks find it.
 */
 enum { LOOM_TLOOP, LOOM_THANDLE, LOOM_TTIMER, LOOM_TFUTURE, LOOM_TFUTUREGC,
-       LOOM_TTASK, LOOM_TGATHER, LOOM_TCOUNT };
+       LOOM_TTASK, LOOM_TGATHER, LOOM_TSTREAMREADER, LOOM_TCOUNT };
 
 /*
 ** Every object that can sit in the ready queue or the timer heap starts

@@ -9,16 +9,16 @@
 
 #include "internal.h"
 
-#define STREAMREADER_MT "loom.StreamReader"
 #define STREAM_DEFAULT_LIMIT ((lua_Integer)64 * 1024)
 
 /*
-** The C part is mechanism only (STYLE 11): feed_data, feed_eof,
-** set_exception and the non-blocking try-reads, each of which either
-** returns its result, returns nil when more data is needed, or raises.
-** lua/loom/streams.lua adds read, readline, readexactly, readuntil and
-** lines, which loop on a try-read and await the waiter future between
-** tries.
+** Everything but lines() is C: feed_data, feed_eof and set_exception, the
+** reads, and their waiting. A read first tries to answer from the buffer
+** (a try consumes nothing unless it succeeds, so a read cancelled while
+** it waits leaves the buffer as it was); when it cannot, it makes the
+** reader's one waiter future, awaits it with lua_callk and tries again in
+** its continuation. feed_data, feed_eof and set_exception complete the
+** waiter. The private _try_* methods give the tries to Lua as they are.
 **
 ** Memory. The buffer is malloc'd and owned by the userdata; __gc frees
 ** it. Live bytes are buf[start .. start+len). Consuming bytes only moves
@@ -28,16 +28,29 @@
 ** on average and appends are amortised O(1). A buffer that empties while
 ** much larger than the limit is released.
 **
+** The kept string. A transport hands each chunk over as a Lua string, and
+** most chunks are read whole before the next one comes. So feed_data
+** into an empty buffer copies nothing: it keeps the string itself (user
+** value SR_UV_KEPT) and the live bytes are kept[start .. start+len); a
+** read that takes all of it returns that same string, again without a
+** copy. Only a second chunk arriving while bytes of the first are left
+** moves the rest into the malloc'd buffer; a partial read copies just
+** what it returns. Lua strings do not move, so the pointer stays valid
+** while the user value anchors the string.
+**
 ** Lua side (STYLE 4). User values of the userdata: the waiter future (or
-** nil), the stored exception (or nil) and the transport (or nil).
+** nil; a finished one is as good as nil), the stored exception (or nil),
+** the transport (or nil) and the kept string (or nil).
 */
-enum { SR_UV_WAITER = 1, SR_UV_EXC, SR_UV_TRANSPORT, SR_UV_COUNT = 3 };
+enum { SR_UV_WAITER = 1, SR_UV_EXC, SR_UV_TRANSPORT, SR_UV_KEPT,
+       SR_UV_COUNT = SR_UV_KEPT };
 
 typedef struct streamreader {
   char *buf;                /* malloc'd, or NULL */
-  size_t start;             /* first live byte */
+  const char *kept;         /* the bytes of the kept string, or NULL */
+  size_t start;             /* first live byte (in kept when kept) */
   size_t len;               /* live bytes */
-  size_t cap;               /* bytes allocated */
+  size_t cap;               /* bytes allocated in buf */
   lua_Integer limit;        /* asyncio's limit */
   lua_Integer consumed;     /* bytes consumed since creation: anchors the
                                scan offsets readuntil hands back */
@@ -45,6 +58,14 @@ typedef struct streamreader {
   uint8_t paused;           /* we called transport:pause_reading() */
   uint8_t hasexc;           /* set_exception was called */
 } streamreader;
+
+/* The reads: what a waiting read resumes as (its continuation's
+** context). */
+enum { OP_READ, OP_READALL, OP_READEXACTLY, OP_READUNTIL, OP_READLINE };
+
+static const char *const opnames[] = {
+  "read", "read", "readexactly", "readuntil", "readline"
+};
 
 /* The one name the rest of the core sees (see internal.h). */
 int loom__open_streambuf(lua_State *L);
@@ -57,16 +78,41 @@ int loom__open_streambuf(lua_State *L);
 */
 
 static streamreader *checkreader (lua_State *L) {
-  return (streamreader *)luaL_checkudata(L, 1, STREAMREADER_MT);
+  return (streamreader *)loom__checkud(L, 1, LOOM_TSTREAMREADER);
+}
+
+/* The reader at 1 for the read method fname; the error names it. */
+static streamreader *checkself (lua_State *L, const char *fname) {
+  streamreader *s = (streamreader *)loom__testud(L, 1, LOOM_TSTREAMREADER);
+  if (s == NULL) {
+    const char *tname = luaL_getmetafield(L, 1, "__name") == LUA_TSTRING
+                        ? lua_tostring(L, -1) : luaL_typename(L, 1);
+    luaL_error(L, "bad argument #1 to '%s' (" LOOM_STREAMREADER_MT
+               " expected, got %s)", fname, tname);
+  }
+  return s;
 }
 
 /* The first live byte; never NULL, even before the first allocation. */
-#define DATA(s) ((s)->buf != NULL ? (s)->buf + (s)->start : (char *)empty)
 static const char empty[1] = "";
 
+static const char *data (const streamreader *s) {
+  if (s->kept != NULL)
+    return s->kept + s->start;
+  return s->buf != NULL ? s->buf + s->start : empty;
+}
+
+/* Lets go of the kept string (its bytes are consumed or moved). */
+static void dropkept (lua_State *L, streamreader *s) {
+  s->kept = NULL;
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, SR_UV_KEPT);
+}
+
 /*
-** Makes room for n more bytes after the live ones. Raises a memory error
-** (leaving the buffer as it was) when malloc fails.
+** Makes room for n more bytes after the live ones in buf, moving the live
+** bytes of a kept string there. Raises a memory error (leaving the reader
+** as it was) when malloc fails.
 */
 static void reserve (lua_State *L, streamreader *s, size_t n) {
   size_t need, ncap;
@@ -74,11 +120,19 @@ static void reserve (lua_State *L, streamreader *s, size_t n) {
   if (n > (size_t)-1 / 2 - s->len)
     luaL_error(L, "feed_data: buffer too large");
   need = s->len + n;
-  if (s->start + need <= s->cap)
-    return;
-  if (need <= s->cap / 2 || (need <= s->cap && s->start >= s->len)) {
-    memmove(s->buf, DATA(s), s->len);   /* compact in place */
+  if (s->kept == NULL) {
+    if (s->start + need <= s->cap)
+      return;
+    if (need <= s->cap / 2 || (need <= s->cap && s->start >= s->len)) {
+      memmove(s->buf, data(s), s->len);   /* compact in place */
+      s->start = 0;
+      return;
+    }
+  }
+  else if (need <= s->cap) {            /* buf holds no live byte */
+    memcpy(s->buf, data(s), s->len);
     s->start = 0;
+    dropkept(L, s);
     return;
   }
   ncap = s->cap < 256 ? 256 : s->cap;
@@ -90,21 +144,25 @@ static void reserve (lua_State *L, streamreader *s, size_t n) {
     lua_error(L);
   }
   if (s->len > 0)
-    memcpy(nb, DATA(s), s->len);
+    memcpy(nb, data(s), s->len);
   free(s->buf);
   s->buf = nb;
   s->start = 0;
   s->cap = ncap;
+  if (s->kept != NULL)
+    dropkept(L, s);
 }
 
-/* Drops the first n live bytes. */
-static void consume (streamreader *s, size_t n) {
+/* Drops the first n live bytes of the reader at 1. */
+static void consume (lua_State *L, streamreader *s, size_t n) {
   s->len -= n;
   s->consumed += (lua_Integer)n;
   if (s->len == 0) {
     s->start = 0;
+    if (s->kept != NULL)
+      dropkept(L, s);
     /* an emptied buffer far above the limit goes back to the system */
-    if (s->cap > (size_t)64 * 1024 && s->cap / 4 > (size_t)s->limit) {
+    else if (s->cap > (size_t)64 * 1024 && s->cap / 4 > (size_t)s->limit) {
       free(s->buf);
       s->buf = NULL;
       s->cap = 0;
@@ -134,18 +192,27 @@ static void maybe_resume (lua_State *L, streamreader *s) {
 }
 
 /*
-** Takes the first n live bytes: pushes them as a string, drops them and
-** resumes the transport if the buffer fell to the limit. [-0, +1, e]
+** Pushes the first n live bytes as a string and drops them: the kept
+** string itself when that is all of it. [-0, +1, m]
 */
+static void pushtake (lua_State *L, streamreader *s, size_t n) {
+  if (s->kept != NULL && s->start == 0 && n == s->len)
+    lua_getiuservalue(L, 1, SR_UV_KEPT);
+  else
+    lua_pushlstring(L, data(s), n);
+  consume(L, s, n);
+}
+
+/* pushtake, then resumes the transport if the buffer fell to the limit.
+** [-0, +1, e] */
 static int take (lua_State *L, streamreader *s, size_t n) {
-  lua_pushlstring(L, DATA(s), n);
-  consume(s, n);
+  pushtake(L, s, n);
   maybe_resume(L, s);
   return 1;
 }
 
 /*
-** Completes the waiter, if any, with a result (excidx 0) or with the
+** Completes the waiter, if any, with no result (excidx 0) or with the
 ** error at excidx, and forgets it. [-0, +0, e]
 */
 static void wakeup (lua_State *L, int excidx) {
@@ -159,6 +226,14 @@ static void wakeup (lua_State *L, int excidx) {
   lua_pushnil(L);
   lua_setiuservalue(L, 1, SR_UV_WAITER);
   if (f->state != LOOM_PENDING) {   /* cancelled: nobody to wake */
+    lua_pop(L, 1);
+    return;
+  }
+  if (excidx == 0 && f->h.kind == LOOM_KFUTURE) {
+    /* set_result() on a plain pending future, whose value slot is nil */
+    f->nres = 0;
+    f->state = LOOM_FINISHED;
+    loom__future_schedule(L, f, -1);
     lua_pop(L, 1);
     return;
   }
@@ -212,8 +287,7 @@ static void pusherror (lua_State *L, const char *cls, const char *msg,
 */
 static int incomplete (lua_State *L, streamreader *s, lua_Integer expected) {
   size_t n = s->len;
-  lua_pushlstring(L, DATA(s), n);
-  consume(s, n);
+  pushtake(L, s, n);
   if (expected >= 0) {
     lua_pushinteger(L, expected);
     lua_pushfstring(L, "%I bytes read on a total of %I expected bytes",
@@ -265,6 +339,15 @@ static const char *checkbytes (lua_State *L, int i, const char *fname,
   return lua_tolstring(L, i + 1, len);
 }
 
+/* A separator argument (at i + 1): a non-empty string. */
+static const char *checksep (lua_State *L, int i, size_t *seplen) {
+  const char *sep = checkbytes(L, i, "readuntil", seplen);
+  if (*seplen == 0)
+    luaL_error(L, "bad argument #%d to 'readuntil' (separator should be "
+               "at least one-byte string)", i);
+  return sep;
+}
+
 /* }====================================================== */
 
 
@@ -294,14 +377,14 @@ static int core_streamreader (lua_State *L) {
   s = (streamreader *)lua_newuserdatauv(L, sizeof(streamreader), SR_UV_COUNT);
   memset(s, 0, sizeof *s);
   s->limit = limit;
-  luaL_setmetatable(L, STREAMREADER_MT);
+  loom__setmt(L, LOOM_TSTREAMREADER);
   return 1;
 }
 
 /*
 ** feed_data(data): appends data and wakes the waiter; past twice the
 ** limit, pauses the transport (asyncio: "feed_data after feed_eof" is an
-** assertion; here an error).
+** assertion; here an error). Into an empty buffer, data is kept as it is.
 */
 static int streamreader_feed_data (lua_State *L) {
   streamreader *s = checkreader(L);
@@ -311,9 +394,18 @@ static int streamreader_feed_data (lua_State *L) {
     return luaL_error(L, "feed_data: called after feed_eof");
   if (n == 0)
     return 0;
-  reserve(L, s, n);
-  memcpy(DATA(s) + s->len, p, n);
-  s->len += n;
+  if (s->len == 0) {
+    lua_settop(L, 2);
+    lua_setiuservalue(L, 1, SR_UV_KEPT);
+    s->kept = p;
+    s->start = 0;
+    s->len = n;
+  }
+  else {
+    reserve(L, s, n);
+    memcpy(s->buf + s->start + s->len, p, n);
+    s->len += n;
+  }
   wakeup(L, 0);
   if (!s->paused && s->len > 2 * (size_t)s->limit
       && lua_getiuservalue(L, 1, SR_UV_TRANSPORT) != LUA_TNIL) {
@@ -382,20 +474,333 @@ static int streamreader_set_transport (lua_State *L) {
 
 /*
 ** {======================================================
-** Waiting (the Lua side awaits the future)
+** Tries: push the result and return 1, return 0 when the buffer cannot
+** answer yet, or raise
+** =======================================================
+*/
+
+/*
+** n > 0: up to n bytes, "" at EOF; n == 0: ""; n == -1: everything once
+** EOF is reached.
+*/
+static int tryread (lua_State *L, streamreader *s, lua_Integer n) {
+  checkexc(L, s);
+  if (n == 0) {
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  if (n < 0) {
+    if (!s->eof)
+      return 0;
+    return take(L, s, s->len);
+  }
+  if (s->len == 0) {
+    if (!s->eof)
+      return 0;
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  return take(L, s, (size_t)n < s->len ? (size_t)n : s->len);
+}
+
+/* Exactly n bytes; at EOF with fewer, raises IncompleteReadError (and the
+** buffer is emptied into .partial). */
+static int tryexactly (lua_State *L, streamreader *s, lua_Integer n) {
+  checkexc(L, s);
+  if (n == 0) {
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  if ((lua_Unsigned)n <= (lua_Unsigned)s->len)
+    return take(L, s, (size_t)n);
+  if (s->eof)
+    return incomplete(L, s, n);
+  return 0;
+}
+
+/* First occurrence of sep in p[0..n), or NULL. */
+static const char *findsep (const char *p, size_t n, const char *sep,
+                            size_t seplen) {
+  if (seplen == 1)
+    return (const char *)memchr(p, (unsigned char)sep[0], n);
+  return (const char *)memmem(p, n, sep, seplen);
+}
+
+/*
+** The data up to and including sep, searched from the scan position *pos
+** (an absolute position, as a previous try left it; 0: from the start).
+** When the separator is not there yet, *pos is where the next try
+** resumes, so that bytes already searched are not searched again. Raises
+** LimitOverrunError and IncompleteReadError as asyncio does.
+*/
+static int tryuntil (lua_State *L, streamreader *s, const char *sep,
+                     size_t seplen, lua_Integer *pos) {
+  size_t offset = 0;
+  lua_Integer rel = *pos - s->consumed;   /* bytes consumed since: rescan */
+  checkexc(L, s);
+  if (rel > 0)
+    offset = (lua_Unsigned)rel > s->len ? s->len : (size_t)rel;
+  if (s->len >= offset + seplen) {
+    const char *p = findsep(data(s) + offset, s->len - offset, sep, seplen);
+    if (p != NULL) {
+      lua_Integer isep = (lua_Integer)(p - data(s));
+      if (isep > s->limit)
+        return overrun(L, "Separator is found, but chunk is longer than "
+                       "limit", isep);
+      return take(L, s, (size_t)isep + seplen);
+    }
+    offset = s->len + 1 - seplen;
+    if (offset > (size_t)s->limit)
+      return overrun(L, "Separator is not found, and chunk exceed the "
+                     "limit", (lua_Integer)offset);
+  }
+  if (s->eof)
+    return incomplete(L, s, -1);
+  *pos = s->consumed + (lua_Integer)offset;
+  return 0;
+}
+
+/*
+** readuntil("\n") with asyncio's readline rules: at EOF the partial line
+** (maybe ""); past the limit, the line (or the whole buffer, when no
+** newline is in it) is dropped and a plain error raised. *pos as for
+** tryuntil.
+*/
+static int tryline (lua_State *L, streamreader *s, lua_Integer *pos) {
+  lua_Integer rel = *pos - s->consumed;
+  size_t offset = 0, len = s->len;
+  checkexc(L, s);
+  if (rel > 0)
+    offset = (lua_Unsigned)rel > len ? len : (size_t)rel;
+  if (len > offset) {
+    const char *p = (const char *)memchr(data(s) + offset, '\n',
+                                         len - offset);
+    if (p != NULL) {
+      size_t isep = (size_t)(p - data(s));
+      if (isep > (size_t)s->limit) {
+        consume(L, s, isep + 1);              /* drop through the newline */
+        maybe_resume(L, s);
+        return luaL_error(L, "readline: Separator is found, but chunk is "
+                          "longer than limit");
+      }
+      return take(L, s, isep + 1);
+    }
+    offset = len;
+    if (offset > (size_t)s->limit) {
+      consume(L, s, len);                     /* no newline: drop it all */
+      maybe_resume(L, s);
+      return luaL_error(L, "readline: Separator is not found, and chunk "
+                        "exceed the limit");
+    }
+  }
+  if (s->eof)
+    return take(L, s, len);                   /* the partial line */
+  *pos = s->consumed + (lua_Integer)offset;
+  return 0;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Reads that wait
+** =======================================================
+*/
+
+/*
+** The stack of a read while it runs, from its entry to each of its
+** continuations:
+**   read        self, n (an integer)
+**   read()      self, nil, blocks (a table of the blocks read so far)
+**   readexactly self, n (an integer)
+**   readuntil   self, sep, scan position
+**   readline    self, scan position
+*/
+static int readop (lua_State *L, int op);
+
+static int readop_k (lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  return readop(L, (int)ctx);
+}
+
+/* The waiter at the top: nil or a pending future. */
+static int waiting (lua_State *L) {
+  loom_future *f = loom__tofuture(L, -1);
+  return f != NULL && f->state == LOOM_PENDING;
+}
+
+/*
+** Awaits the next feed_data, feed_eof or set_exception, then goes on with
+** the read op in its continuation. Raises when another read waits already
+** or when no loop runs; outside a task, await raises (and no waiter is
+** left behind). A paused transport is resumed first: the buffer is full,
+** yet the reader needs more.
+*/
+static int waitfor (lua_State *L, streamreader *s, int op) {
+  const char *fname = opnames[op];
+  loom_loop *loop = loom__running();
+  int intask;
+  if (loop == NULL || loop->self_ref == LUA_NOREF)
+    return luaL_error(L, "%s: no running event loop", fname);
+  lua_getiuservalue(L, 1, SR_UV_WAITER);
+  if (waiting(L))
+    return luaL_error(L, "%s: called while another coroutine is already "
+                      "waiting for incoming data", fname);
+  lua_pop(L, 1);
+  if (s->eof)
+    return luaL_error(L, "%s: waiting for data after EOF", fname);
+  intask = loop->current != NULL && loop->current->co == L;
+  if (intask && s->paused) {
+    s->paused = 0;
+    calltransport(L, "resume_reading");
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->self_ref);
+  loom__future_new(L, loop, -1);
+  lua_remove(L, -2);
+  if (intask) {
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, SR_UV_WAITER);
+  }
+  lua_getfield(L, -1, "await");
+  lua_insert(L, -2);
+  lua_callk(L, 1, 0, op, readop_k);
+  return readop(L, op);
+}
+
+/* read() and read(-1): blocks of limit bytes until EOF, joined. */
+static int readall (lua_State *L, streamreader *s) {
+  lua_Integer i, n;
+  luaL_Buffer b;
+  for (;;) {
+    if (!tryread(L, s, s->limit))
+      return waitfor(L, s, OP_READALL);
+    if (lua_rawlen(L, -1) == 0)
+      break;
+    lua_rawseti(L, 3, (lua_Integer)lua_rawlen(L, 3) + 1);
+  }
+  lua_pop(L, 1);
+  n = (lua_Integer)lua_rawlen(L, 3);
+  if (n == 1) {                   /* one block: no copy */
+    lua_rawgeti(L, 3, 1);
+    return 1;
+  }
+  luaL_buffinit(L, &b);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, 3, i);
+    luaL_addvalue(&b);
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+static int readop (lua_State *L, int op) {
+  streamreader *s = (streamreader *)lua_touserdata(L, 1);
+  switch (op) {
+    case OP_READ:
+      if (tryread(L, s, lua_tointeger(L, 2)))
+        return 1;
+      break;
+    case OP_READALL:
+      return readall(L, s);
+    case OP_READEXACTLY:
+      if (tryexactly(L, s, lua_tointeger(L, 2)))
+        return 1;
+      break;
+    case OP_READUNTIL: {
+      size_t seplen;
+      const char *sep = lua_tolstring(L, 2, &seplen);
+      lua_Integer pos = lua_tointeger(L, 3);
+      if (tryuntil(L, s, sep, seplen, &pos))
+        return 1;
+      lua_pushinteger(L, pos);
+      lua_replace(L, 3);
+      break;
+    }
+    default: {  /* OP_READLINE */
+      lua_Integer pos = lua_tointeger(L, 2);
+      if (tryline(L, s, &pos))
+        return 1;
+      lua_pushinteger(L, pos);
+      lua_replace(L, 2);
+      break;
+    }
+  }
+  return waitfor(L, s, op);
+}
+
+/*
+** read([n]): n > 0: up to n bytes, as soon as any are buffered; "" at
+** EOF. n = -1 or none: everything until EOF, read in blocks of limit
+** bytes as asyncio does, so that a paused transport is resumed.
+*/
+static int streamreader_read (lua_State *L) {
+  streamreader *s = checkself(L, "read");
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2) || (lua_type(L, 2) == LUA_TNUMBER
+                          && lua_tonumber(L, 2) == -1)) {
+    checkexc(L, s);
+    lua_pushnil(L);
+    lua_replace(L, 2);
+    lua_newtable(L);
+    return readall(L, s);
+  }
+  lua_pushinteger(L, checksize(L, 1, "read", -1));
+  lua_replace(L, 2);
+  return readop(L, OP_READ);
+}
+
+/* readexactly(n): exactly n bytes; IncompleteReadError at EOF. */
+static int streamreader_readexactly (lua_State *L) {
+  checkself(L, "readexactly");
+  lua_settop(L, 2);
+  lua_pushinteger(L, checksize(L, 1, "readexactly", 0));
+  lua_replace(L, 2);
+  return readop(L, OP_READEXACTLY);
+}
+
+/* readuntil([sep]): the data up to and including sep ("\n" by default). */
+static int streamreader_readuntil (lua_State *L) {
+  size_t seplen;
+  checkself(L, "readuntil");
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2)) {
+    lua_pushliteral(L, "\n");
+    lua_replace(L, 2);
+  }
+  checksep(L, 1, &seplen);
+  lua_pushinteger(L, 0);
+  return readop(L, OP_READUNTIL);
+}
+
+/* readline(): a line with its "\n"; at EOF the last partial line, then "". */
+static int streamreader_readline (lua_State *L) {
+  checkself(L, "readline");
+  lua_settop(L, 1);
+  lua_pushinteger(L, 0);
+  return readop(L, OP_READLINE);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** The tries and the waiter, for Lua
 ** =======================================================
 */
 
 /*
 ** _set_waiter(fut, fname): makes fut the waiter that the next feed wakes.
 ** Raises when another read is waiting already. A paused transport is
-** resumed first: the buffer is full, yet the reader needs more.
+** resumed first.
 */
 static int streamreader_set_waiter (lua_State *L) {
   streamreader *s = checkreader(L);
   const char *fname = luaL_optstring(L, 3, "read");
   loom__checkfuture(L, 2);
-  if (lua_getiuservalue(L, 1, SR_UV_WAITER) != LUA_TNIL)
+  lua_getiuservalue(L, 1, SR_UV_WAITER);
+  if (waiting(L))
     return luaL_error(L, "%s: called while another coroutine is already "
                       "waiting for incoming data", fname);
   if (s->eof)
@@ -427,159 +832,42 @@ static int streamreader_limit (lua_State *L) {
   return 1;
 }
 
-/* }====================================================== */
-
-
-/*
-** {======================================================
-** Try-reads: a result, nil (more data needed), or an error
-** =======================================================
-*/
-
-/*
-** _try_read(n): n > 0: up to n bytes, "" at EOF; n == 0: ""; n == -1:
-** everything once EOF is reached. nil when the buffer cannot answer yet.
-*/
+/* _try_read(n): tryread; nil when the buffer cannot answer yet. */
 static int streamreader_try_read (lua_State *L) {
   streamreader *s = checkreader(L);
-  lua_Integer n = checksize(L, 1, "read", -1);
-  checkexc(L, s);
-  if (n == 0) {
-    lua_pushliteral(L, "");
-    return 1;
-  }
-  if (n < 0) {
-    if (!s->eof)
-      return 0;
-    return take(L, s, s->len);
-  }
-  if (s->len == 0) {
-    if (!s->eof)
-      return 0;
-    lua_pushliteral(L, "");
-    return 1;
-  }
-  return take(L, s, (size_t)n < s->len ? (size_t)n : s->len);
+  return tryread(L, s, checksize(L, 1, "read", -1));
 }
 
-/*
-** _try_readexactly(n): exactly n bytes; at EOF with fewer, raises
-** IncompleteReadError (and the buffer is emptied into .partial).
-*/
+/* _try_readexactly(n) */
 static int streamreader_try_readexactly (lua_State *L) {
   streamreader *s = checkreader(L);
-  lua_Integer n = checksize(L, 1, "readexactly", 0);
-  checkexc(L, s);
-  if (n == 0) {
-    lua_pushliteral(L, "");
-    return 1;
-  }
-  if ((lua_Unsigned)n <= (lua_Unsigned)s->len)
-    return take(L, s, (size_t)n);
-  if (s->eof)
-    return incomplete(L, s, n);
-  return 0;
-}
-
-/* First occurrence of sep in p[0..n), or NULL. */
-static const char *findsep (const char *p, size_t n, const char *sep,
-                            size_t seplen) {
-  if (seplen == 1)
-    return (const char *)memchr(p, (unsigned char)sep[0], n);
-  return (const char *)memmem(p, n, sep, seplen);
-}
-
-/*
-** The search of asyncio's readuntil from the scan position pos (an
-** absolute position, as a previous call returned it; 0 or none: from the
-** start). Returns the index of the separator (>= 0); or -1 after pushing
-** nil and the scan position to resume from. Raises LimitOverrunError and
-** IncompleteReadError as asyncio does.
-*/
-static lua_Integer scan (lua_State *L, streamreader *s, const char *sep,
-                         size_t seplen, lua_Integer pos) {
-  size_t offset = 0;
-  pos -= s->consumed;                 /* bytes consumed since: rescan */
-  if (pos > 0)
-    offset = (lua_Unsigned)pos > s->len ? s->len : (size_t)pos;
-  if (s->len >= offset + seplen) {
-    const char *p = findsep(DATA(s) + offset, s->len - offset, sep, seplen);
-    if (p != NULL) {
-      lua_Integer isep = (lua_Integer)(p - DATA(s));
-      if (isep > s->limit)
-        return overrun(L, "Separator is found, but chunk is longer than "
-                       "limit", isep);
-      return isep;
-    }
-    offset = s->len + 1 - seplen;
-    if (offset > (size_t)s->limit)
-      return overrun(L, "Separator is not found, and chunk exceed the "
-                     "limit", (lua_Integer)offset);
-  }
-  if (s->eof)
-    return incomplete(L, s, -1);
-  lua_pushnil(L);
-  lua_pushinteger(L, s->consumed + (lua_Integer)offset);
-  return -1;
+  return tryexactly(L, s, checksize(L, 1, "readexactly", 0));
 }
 
 /*
 ** _try_readuntil(sep [, pos]): the data up to and including sep; or nil
-** and a scan position to pass back on the next try, so that bytes already
-** searched are not searched again.
+** and a scan position to pass back on the next try.
 */
 static int streamreader_try_readuntil (lua_State *L) {
   streamreader *s = checkreader(L);
   size_t seplen;
-  const char *sep = checkbytes(L, 1, "readuntil", &seplen);
-  lua_Integer pos = luaL_optinteger(L, 3, 0), isep;
-  if (seplen == 0)
-    return luaL_error(L, "bad argument #1 to 'readuntil' (separator should "
-                      "be at least one-byte string)");
-  checkexc(L, s);
-  isep = scan(L, s, sep, seplen, pos);
-  if (isep < 0)
-    return 2;
-  return take(L, s, (size_t)isep + seplen);
+  const char *sep = checksep(L, 1, &seplen);
+  lua_Integer pos = luaL_optinteger(L, 3, 0);
+  if (tryuntil(L, s, sep, seplen, &pos))
+    return 1;
+  lua_pushnil(L);
+  lua_pushinteger(L, pos);
+  return 2;
 }
 
-/*
-** _try_readline([pos]): readuntil("\n") with asyncio's readline rules: at
-** EOF the partial line (maybe ""); past the limit, the line (or the whole
-** buffer, when no newline is in it) is dropped and a plain error raised.
-*/
+/* _try_readline([pos]): as _try_readuntil("\n"), with readline's rules. */
 static int streamreader_try_readline (lua_State *L) {
   streamreader *s = checkreader(L);
-  lua_Integer pos = luaL_optinteger(L, 2, 0) - s->consumed;
-  size_t offset = 0, len = s->len;
-  checkexc(L, s);
-  if (pos > 0)
-    offset = (lua_Unsigned)pos > len ? len : (size_t)pos;
-  if (len > offset) {
-    const char *p = (const char *)memchr(DATA(s) + offset, '\n',
-                                         len - offset);
-    if (p != NULL) {
-      size_t isep = (size_t)(p - DATA(s));
-      if (isep > (size_t)s->limit) {
-        consume(s, isep + 1);                 /* drop through the newline */
-        maybe_resume(L, s);
-        return luaL_error(L, "readline: Separator is found, but chunk is "
-                          "longer than limit");
-      }
-      return take(L, s, isep + 1);
-    }
-    offset = len;
-    if (offset > (size_t)s->limit) {
-      consume(s, len);                        /* no newline: drop it all */
-      maybe_resume(L, s);
-      return luaL_error(L, "readline: Separator is not found, and chunk "
-                        "exceed the limit");
-    }
-  }
-  if (s->eof)
-    return take(L, s, len);                   /* the partial line */
+  lua_Integer pos = luaL_optinteger(L, 2, 0);
+  if (tryline(L, s, &pos))
+    return 1;
   lua_pushnil(L);
-  lua_pushinteger(L, s->consumed + (lua_Integer)offset);
+  lua_pushinteger(L, pos);
   return 2;
 }
 
@@ -587,9 +875,10 @@ static int streamreader_try_readline (lua_State *L) {
 
 
 static int streamreader_gc (lua_State *L) {
-  streamreader *s = (streamreader *)luaL_checkudata(L, 1, STREAMREADER_MT);
+  streamreader *s = checkreader(L);
   free(s->buf);
   s->buf = NULL;
+  s->kept = NULL;
   s->start = s->len = s->cap = 0;
   return 0;
 }
@@ -609,7 +898,8 @@ static int streamreader_tostring (lua_State *L) {
     lua_pushfstring(L, " limit=%I", s->limit);
     luaL_addvalue(&b);
   }
-  if (lua_getiuservalue(L, 1, SR_UV_WAITER) != LUA_TNIL) {
+  lua_getiuservalue(L, 1, SR_UV_WAITER);
+  if (waiting(L)) {
     lua_pop(L, 1);
     luaL_addstring(&b, " waiter");
   }
@@ -625,6 +915,10 @@ static int streamreader_tostring (lua_State *L) {
 }
 
 static const luaL_Reg streamreader_methods[] = {
+  {"read", streamreader_read},
+  {"readexactly", streamreader_readexactly},
+  {"readuntil", streamreader_readuntil},
+  {"readline", streamreader_readline},
   {"feed_data", streamreader_feed_data},
   {"feed_eof", streamreader_feed_eof},
   {"at_eof", streamreader_at_eof},
@@ -653,15 +947,15 @@ static const luaL_Reg streambuf_functions[] = {
 };
 
 /*
-** Opens the StreamReader type, and _StreamReader into the module table
-** at the top of the stack. lua/loom/streams.lua interposes the waiting
-** methods.
+** Fills the StreamReader type (a core type: its metatable exists) and
+** opens _StreamReader into the module table at the top of the stack.
+** lua/loom/streams.lua interposes lines().
 */
 int loom__open_streambuf (lua_State *L) {
-  luaL_newmetatable(L, STREAMREADER_MT);
-  luaL_setfuncs(L, streamreader_metamethods, 0);
+  luaL_getmetatable(L, LOOM_STREAMREADER_MT);
+  loom__setfuncs(L, streamreader_metamethods);
   lua_newtable(L);
-  loom__setfuncs(L, streamreader_methods);   /* needs the core's types */
+  loom__setfuncs(L, streamreader_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   loom__setfuncs(L, streambuf_functions);
