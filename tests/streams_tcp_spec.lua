@@ -214,6 +214,42 @@ describe("streams over TCP", function()
     end)
   end)
 
+  it("drain: at once while open, the reader's error, one yield while closing", function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(echo_blocks, "127.0.0.1", 0)
+      local r, w = loom.open_connection("127.0.0.1", port_of(server))
+      -- Open and not paused: drain returns without yielding.
+      local ticks = 0
+      local ticker = loom.create_task(function()
+        while true do ticks = ticks + 1; loom.sleep(0) end
+      end)
+      loom.sleep(0)
+      local before = ticks
+      for _ = 1, 100 do w:write("x"); w:drain() end
+      assert.are.equal(before, ticks)
+      assert.are.equal(("x"):rep(100), r:readexactly(100))
+      -- An error set on the reader by hand: drain raises it.
+      local boom = { "boom" }
+      r:set_exception(boom)
+      assert.are.equal(boom, raised(w.drain, w))
+      -- Closing the transport itself (not through the writer): drain
+      -- yields once, connection_lost has not come yet, so it returns.
+      local r2, w2 = loom.open_connection("127.0.0.1", port_of(server))
+      w2.transport:close()
+      before = ticks
+      w2:drain()
+      assert.are.equal(before + 1, ticks)
+      w2:wait_closed()
+      local e = raised(w2.drain, w2)
+      assert.are.equal("ECONNRESET", e.code)
+      assert.are.equal("", r2:read(10))
+      ticker:cancel()
+      w:close()
+      shut(server)
+    end)
+  end)
+
   it("wait_closed and reads raise the error the connection was lost with", function()
     local loop = rtloop()
     run(loop, function()

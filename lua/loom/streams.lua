@@ -97,9 +97,16 @@ local Writer = {}
 Writer.__index = Writer
 Writer.__name = "loom.StreamWriter"
 
+-- Every writer made (weak keys). Checking self is one look-up here, on
+-- the hot path of write and drain: getmetatable would also look up
+-- __metatable, by name.
+local writers = setmetatable({}, { __mode = "k" })
+
 local function new_writer(transport, protocol, reader)
-  return setmetatable({ transport = transport, _protocol = protocol,
-                        _reader = reader }, Writer)
+  local w = setmetatable({ transport = transport, _protocol = protocol,
+                           _reader = reader }, Writer)
+  writers[w] = true
+  return w
 end
 
 local function new_protocol(reader, cb)
@@ -227,16 +234,21 @@ function M.StreamWriter(transport, protocol, reader)
   return new_writer(transport, protocol, reader)
 end
 
+-- Raises the bad-self error of method fname at the given level (3: the
+-- caller of the method calling badw).
+local function badw(self, fname, level)
+  error(("bad argument #1 to '%s' (loom.StreamWriter expected, got %s)")
+    :format(fname, typename(self)), level)
+end
+
 local function checkw(self, fname)
-  if getmetatable(self) ~= Writer then
-    error(("bad argument #1 to '%s' (loom.StreamWriter expected, got %s)")
-      :format(fname, typename(self)), 3)
-  end
+  if writers[self] == nil then badw(self, fname, 4) end
   return self.transport
 end
 
 function Writer:write(data)
-  checkw(self, "write"):write(data)
+  if writers[self] == nil then badw(self, "write", 3) end
+  self.transport:write(data)
 end
 
 function Writer:writelines(list)
@@ -272,18 +284,21 @@ end
 -- then waits until it resumes. Raises the reader's error, and once the
 -- connection is lost, its error or OSError ECONNRESET.
 function Writer:drain()
-  local t = checkw(self, "drain")
+  if writers[self] == nil then badw(self, "drain", 3) end
   local reader = self._reader
   if reader ~= nil then
     local e = reader:exception()
     if e ~= nil then error(e, 0) end
   end
-  if t:is_closing() then
+  local p = self._protocol
+  if self.transport:is_closing() then
     -- Let connection_lost run, so that a loop of write and drain sees
     -- the connection go (asyncio does the same).
     sleep(0)
+  elseif not p._paused and not p._lost then
+    return                  -- _drain_helper would return at once
   end
-  self._protocol:_drain_helper()
+  p:_drain_helper()
 end
 
 Writer.__close = Writer.close
