@@ -234,6 +234,7 @@ void loom__future_run_callbacks(lua_State *L, loom_future *f, int idx,
                                 int loopidx);
 int loom__future_push_results(lua_State *L, loom_future *f, int idx);
 int loom__future_cancel(lua_State *L, loom_future *f, int idx, int msgidx);
+int loom__future_rearm(lua_State *L, loom_future *f, int idx);
 void loom__future_add_callback(lua_State *L, loom_future *f, int idx,
                                int cbidx, int kind);
 void loom__push_first_result(lua_State *L, loom_future *f, int idx);

@@ -548,6 +548,16 @@ static int transport_write (lua_State *L) {
   return 0;
 }
 
+/*
+** transport:write(data) for a caller that checked both: the transport u
+** at 1 and the string at 2 (streambuf.c's StreamWriter.write).
+*/
+void loom__stream_write (lua_State *L, tcp_ud *u) {
+  conn *c = writable(L, u, "write");
+  if (c != NULL)
+    dowrite(L, c, 2);
+}
+
 /* transport:writelines(list): writes the strings of list as one. */
 static int transport_writelines (lua_State *L) {
   tcp_ud *u = loom__stream_checkt(L);

@@ -133,6 +133,10 @@ void loom__stream_stop(loom_srv_ud *su);
 void loom__stream_methods(lua_State *L, const luaL_Reg *l);
 loom_tcp_ud *loom__stream_checkt(lua_State *L);
 
+/* stream.c: transport:write(data) with the transport u at 1 and the data
+** string at 2, both checked by the caller (StreamWriter.write). */
+void loom__stream_write(lua_State *L, loom_tcp_ud *u);
+
 /* tcp.c and pipe.c: the names of a socket (peer != 0: the peer's), pushed
 ** as get_extra_info and server:sockets() give them; 0 when unavailable
 ** (nothing pushed). */

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "stream.h"
 
 #define STREAM_DEFAULT_LIMIT ((lua_Integer)64 * 1024)
 
@@ -39,8 +39,11 @@
 ** while the user value anchors the string.
 **
 ** Lua side (STYLE 4). User values of the userdata: the waiter future (or
-** nil; a finished one is as good as nil), the stored exception (or nil),
-** the transport (or nil) and the kept string (or nil).
+** nil), the stored exception (or nil), the transport (or nil) and the
+** kept string (or nil). A read is waiting while the waiter is pending;
+** a done one stays, and the next wait rearms it when it was made here
+** (loom__future_rearm): the reader never hands it out, so one future
+** serves every wait of a connection.
 */
 enum { SR_UV_WAITER = 1, SR_UV_EXC, SR_UV_TRANSPORT, SR_UV_KEPT,
        SR_UV_COUNT = SR_UV_KEPT };
@@ -57,6 +60,10 @@ typedef struct streamreader {
   uint8_t eof;              /* feed_eof was called */
   uint8_t paused;           /* we called transport:pause_reading() */
   uint8_t hasexc;           /* set_exception was called */
+  uint8_t ownwaiter;        /* the waiter was made here: it can be rearmed */
+  uint8_t wpaused, wlost;   /* the protocol's write flow (_write_flow) */
+  loom_tcp_ud *tud;         /* the transport, when one of stream.c (anchored
+                               by its user value) */
 } streamreader;
 
 /* The reads: what a waiting read resumes as (its continuation's
@@ -66,6 +73,9 @@ enum { OP_READ, OP_READALL, OP_READEXACTLY, OP_READUNTIL, OP_READLINE };
 static const char *const opnames[] = {
   "read", "read", "readexactly", "readuntil", "readline"
 };
+
+/* Registry key of the core's await function. */
+static const char await_key = 'a';
 
 /* The one name the rest of the core sees (see internal.h). */
 int loom__open_streambuf(lua_State *L);
@@ -212,20 +222,14 @@ static int take (lua_State *L, streamreader *s, size_t n) {
 }
 
 /*
-** Completes the waiter, if any, with no result (excidx 0) or with the
-** error at excidx, and forgets it. [-0, +0, e]
+** Completes the waiting read's future, if any, with no result (excidx 0)
+** or with the error at excidx. [-0, +0, e]
 */
 static void wakeup (lua_State *L, int excidx) {
   loom_future *f;
   lua_getiuservalue(L, 1, SR_UV_WAITER);
-  f = loom__tofuture(L, -1);
-  if (f == NULL) {
-    lua_pop(L, 1);
-    return;
-  }
-  lua_pushnil(L);
-  lua_setiuservalue(L, 1, SR_UV_WAITER);
-  if (f->state != LOOM_PENDING) {   /* cancelled: nobody to wake */
+  f = (loom_future *)lua_touserdata(L, -1);  /* only futures go there */
+  if (f == NULL || f->state != LOOM_PENDING) {  /* none, or cancelled */
     lua_pop(L, 1);
     return;
   }
@@ -416,6 +420,18 @@ static int streamreader_feed_data (lua_State *L) {
   return 0;
 }
 
+/*
+** _protocol_data_received(proto, data): the data_received of
+** lua/loom/streams.lua's StreamReaderProtocol, proto._reader:feed_data(
+** data) without a Lua frame on the hot path of reading.
+*/
+static int core_protocol_data_received (lua_State *L) {
+  lua_settop(L, 2);
+  lua_getfield(L, 1, "_reader");
+  lua_replace(L, 1);
+  return streamreader_feed_data(L);
+}
+
 static int streamreader_feed_eof (lua_State *L) {
   streamreader *s = checkreader(L);
   s->eof = 1;
@@ -458,7 +474,7 @@ static int streamreader_exception (lua_State *L) {
 ** pause_reading and resume_reading methods. Set once, as in asyncio.
 */
 static int streamreader_set_transport (lua_State *L) {
-  checkreader(L);
+  streamreader *s = checkreader(L);
   if (lua_isnoneornil(L, 2))
     return luaL_error(L, "bad argument #1 to 'set_transport' (transport "
                       "expected, got %s)", luaL_typename(L, 2));
@@ -466,6 +482,7 @@ static int streamreader_set_transport (lua_State *L) {
     return luaL_error(L, "set_transport: transport already set");
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, 1, SR_UV_TRANSPORT);
+  s->tud = (loom_tcp_ud *)luaL_testudata(L, 2, TRANSPORT_MT);
   return 0;
 }
 
@@ -624,9 +641,9 @@ static int readop_k (lua_State *L, int status, lua_KContext ctx) {
   return readop(L, (int)ctx);
 }
 
-/* The waiter at the top: nil or a pending future. */
+/* Whether the waiter at the top (nil or a future) is pending. */
 static int waiting (lua_State *L) {
-  loom_future *f = loom__tofuture(L, -1);
+  loom_future *f = (loom_future *)lua_touserdata(L, -1);
   return f != NULL && f->state == LOOM_PENDING;
 }
 
@@ -640,6 +657,7 @@ static int waiting (lua_State *L) {
 static int waitfor (lua_State *L, streamreader *s, int op) {
   const char *fname = opnames[op];
   loom_loop *loop = loom__running();
+  loom_future *f;
   int intask;
   if (loop == NULL || loop->self_ref == LUA_NOREF)
     return luaL_error(L, "%s: no running event loop", fname);
@@ -647,7 +665,6 @@ static int waitfor (lua_State *L, streamreader *s, int op) {
   if (waiting(L))
     return luaL_error(L, "%s: called while another coroutine is already "
                       "waiting for incoming data", fname);
-  lua_pop(L, 1);
   if (s->eof)
     return luaL_error(L, "%s: waiting for data after EOF", fname);
   intask = loop->current != NULL && loop->current->co == L;
@@ -655,14 +672,20 @@ static int waitfor (lua_State *L, streamreader *s, int op) {
     s->paused = 0;
     calltransport(L, "resume_reading");
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->self_ref);
-  loom__future_new(L, loop, -1);
-  lua_remove(L, -2);
-  if (intask) {
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, SR_UV_WAITER);
+  f = (loom_future *)lua_touserdata(L, -1);
+  if (!intask || !s->ownwaiter || f == NULL || f->loop != loop
+      || !loom__future_rearm(L, f, -1)) {
+    lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, loop->self_ref);
+    loom__future_new(L, loop, -1);
+    lua_remove(L, -2);
+    if (intask) {
+      lua_pushvalue(L, -1);
+      lua_setiuservalue(L, 1, SR_UV_WAITER);
+      s->ownwaiter = 1;
+    }
   }
-  lua_getfield(L, -1, "await");
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &await_key);
   lua_insert(L, -2);
   lua_callk(L, 1, 0, op, readop_k);
   return readop(L, op);
@@ -811,6 +834,7 @@ static int streamreader_set_waiter (lua_State *L) {
   }
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, 1, SR_UV_WAITER);
+  s->ownwaiter = 0;
   return 0;
 }
 
@@ -874,6 +898,111 @@ static int streamreader_try_readline (lua_State *L) {
 /* }====================================================== */
 
 
+/*
+** {======================================================
+** StreamWriter's write and drain
+** =======================================================
+*/
+
+/*
+** lua/loom/streams.lua's StreamWriter is a Lua table. Its write and
+** drain run for every chunk of an echo or a pipeline, so a writer whose
+** reader is a StreamReader over a transport of stream.c gets them as C
+** closures bound to its reader (_writer_bind): write goes straight to
+** the transport, and drain answers from the reader's exception, the
+** transport's state and the protocol's write flow (paused, lost), which
+** the protocol copies into the reader (_write_flow). Anything else (a
+** bad self, a data that is not a string, a drain that must wait or
+** raise) calls the Lua method. The binding holds the transport the
+** writer was made with: writer.transport is read-only, as asyncio's
+** property is. Upvalues: the writer, its reader, the Lua method.
+*/
+enum { B_WRITER = 1, B_READER, B_LUA, B_NUPVALUES = B_LUA };
+
+static int bound_k (lua_State *L, int status, lua_KContext ctx) {
+  (void)L; (void)status; (void)ctx;
+  return 0;
+}
+
+/* Calls the Lua method with the arguments on the stack. */
+static int bound_lua (lua_State *L) {
+  lua_pushvalue(L, lua_upvalueindex(B_LUA));
+  lua_insert(L, 1);
+  lua_callk(L, lua_gettop(L) - 1, 0, 0, bound_k);   /* drain may wait */
+  return 0;
+}
+
+/* Whether self is the writer of the closure. */
+#define isbound(L) \
+  (lua_topointer(L, 1) == lua_topointer(L, lua_upvalueindex(B_WRITER)))
+
+/* writer:write(data) */
+static int bound_write (lua_State *L) {
+  streamreader *s = (streamreader *)lua_touserdata(L,
+                                                   lua_upvalueindex(B_READER));
+  if (isbound(L) && lua_type(L, 2) == LUA_TSTRING) {
+    lua_settop(L, 2);
+    lua_getiuservalue(L, lua_upvalueindex(B_READER), SR_UV_TRANSPORT);
+    lua_replace(L, 1);                  /* transport, data */
+    loom__stream_write(L, s->tud);
+    return 0;
+  }
+  return bound_lua(L);
+}
+
+/* writer:drain(): returns at once while the transport is open, the reader
+** has no error and the protocol is neither paused nor lost. */
+static int bound_drain (lua_State *L) {
+  streamreader *s = (streamreader *)lua_touserdata(L,
+                                                   lua_upvalueindex(B_READER));
+  loom_conn *c = s->tud->c;
+  if (isbound(L) && !s->hasexc && !s->wpaused && !s->wlost && c != NULL
+      && !c->closing && !c->closed)
+    return 0;
+  return bound_lua(L);
+}
+
+/*
+** _writer_bind(writer, reader, transport, write, drain) -> write, drain:
+** C closures over the Lua methods write and drain for the writer, when
+** reader is a StreamReader whose transport is transport, one of
+** stream.c; nothing otherwise.
+*/
+static int core_writer_bind (lua_State *L) {
+  static const lua_CFunction fs[] = {bound_write, bound_drain};
+  streamreader *s = (streamreader *)loom__testud(L, 2, LOOM_TSTREAMREADER);
+  int i;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TFUNCTION);
+  luaL_checktype(L, 5, LUA_TFUNCTION);
+  if (s == NULL || s->tud == NULL)
+    return 0;
+  lua_getiuservalue(L, 2, SR_UV_TRANSPORT);
+  if (!lua_rawequal(L, 3, -1))
+    return 0;
+  for (i = 0; i < 2; i++) {
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 4 + i);
+    lua_pushcclosure(L, fs[i], B_NUPVALUES);
+  }
+  return 2;
+}
+
+/*
+** _write_flow(paused, lost): the write flow of the reader's protocol, as
+** it changes (for the bound drain).
+*/
+static int streamreader_write_flow (lua_State *L) {
+  streamreader *s = checkreader(L);
+  s->wpaused = (uint8_t)lua_toboolean(L, 2);
+  s->wlost = (uint8_t)lua_toboolean(L, 3);
+  return 0;
+}
+
+/* }====================================================== */
+
+
 static int streamreader_gc (lua_State *L) {
   streamreader *s = checkreader(L);
   free(s->buf);
@@ -925,6 +1054,7 @@ static const luaL_Reg streamreader_methods[] = {
   {"set_exception", streamreader_set_exception},
   {"exception", streamreader_exception},
   {"set_transport", streamreader_set_transport},
+  {"_write_flow", streamreader_write_flow},
   {"_set_waiter", streamreader_set_waiter},
   {"_clear_waiter", streamreader_clear_waiter},
   {"_limit", streamreader_limit},
@@ -943,6 +1073,8 @@ static const luaL_Reg streamreader_metamethods[] = {
 
 static const luaL_Reg streambuf_functions[] = {
   {"_StreamReader", core_streamreader},
+  {"_protocol_data_received", core_protocol_data_received},
+  {"_writer_bind", core_writer_bind},
   {NULL, NULL}
 };
 
@@ -959,5 +1091,7 @@ int loom__open_streambuf (lua_State *L) {
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   loom__setfuncs(L, streambuf_functions);
+  lua_getfield(L, -1, "await");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &await_key);
   return 0;
 }

@@ -427,6 +427,38 @@ describe("StreamReader waiter", function()
     assert.equal("x", loop:run_until_complete(function() return r:read(1) end))
   end)
 
+  it("waits again and again, cancelled waits and an error between them", function()
+    local loop = H.loop()
+    local r = StreamReader()
+    local got = {}
+    for round = 1, 3 do
+      -- one task waits 50 times in a row
+      for i = 1, 50 do
+        loop:call_later(0.001 * i, function() r:feed_data(round .. ":" .. i .. ";") end)
+      end
+      loop:run_until_complete(function()
+        for _ = 1, 50 do got[#got + 1] = r:readuntil(";") end
+      end)
+      -- a wait cancelled with a message, then one cancelled before it ran
+      local t = loop:create_task(function() return r:read(1) end)
+      loop:run_until_complete(function() loom.sleep(0.01) end)
+      t:cancel("stop")
+      loop:run_until_complete(function() pcall(loom.await, t) end)
+      assert.is_true(t:cancelled())
+      local t2 = loop:create_task(function() return r:read(1) end)
+      t2:cancel()
+      loop:run_until_complete(function() pcall(loom.await, t2) end)
+      assert.equal("<StreamReader>", tostring(r))
+    end
+    assert.equal(150, #got)
+    assert.equal("3:50;", got[150])
+    local boom = { "boom" }
+    loop:call_later(0.01, function() r:set_exception(boom) end)
+    local t = loop:create_task(function() return r:readline() end)
+    loop:run_until_complete(function() pcall(loom.await, t) end)
+    assert.equal(boom, failure(t))
+  end)
+
   it("every waiting read wakes on feed_data, feed_eof and set_exception", function()
     local loop = H.loop()
     local reads = {

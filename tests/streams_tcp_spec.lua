@@ -423,6 +423,49 @@ describe("streams over TCP", function()
     end)
   end)
 
+  it("writers bound to their reader and writers by hand behave alike", function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(echo_lines, "127.0.0.1", 0)
+      -- open_connection's writer has write and drain bound in C
+      local r1, w1 = loom.open_connection("127.0.0.1", port_of(server))
+      assert.are.equal("function", type(rawget(w1, "drain")))
+      -- a writer whose reader is not its protocol's uses the Lua methods
+      local reader = loom.StreamReader()
+      local proto = loom.StreamReaderProtocol(reader)
+      local t = loop:create_connection(function() return proto end,
+                                       "127.0.0.1", port_of(server))
+      local r2 = loom.StreamReader()
+      local w2 = loom.StreamWriter(t, proto, r2)
+      assert.is_nil(rawget(w2, "drain"))
+      for _, c in ipairs{{r1, w1}, {reader, w2}} do
+        local r, w = c[1], c[2]
+        w:write("a line\n")
+        w:drain()
+        assert.are.equal("a line\n", r:readline())
+        contains("string expected", raised(w.write, w, 42))
+        contains("bad argument #1 to 'drain' (loom.StreamWriter expected, got string)",
+          raised(w.drain, "x"))
+        -- paused for writing: drain waits for resume_writing
+        w._protocol:pause_writing()
+        local d = loom.create_task(function() w:drain(); return "drained" end)
+        loom.sleep(0.01)
+        assert.is_false(d:done())
+        w._protocol:resume_writing()
+        assert.are.equal("drained", d:await())
+        w:write_eof()
+        contains("cannot write after write_eof", raised(w.write, w, "late"))
+        assert.are.equal("", r:read(-1))
+        w:close()
+        w:wait_closed()
+        -- lost: writes are ignored, drain raises
+        w:write("ignored")
+        assert.are.equal("ECONNRESET", raised(w.drain, w).code)
+      end
+      shut(server)
+    end)
+  end)
+
   it("wakes a waiting wait_closed, and cancelling one is safe", function()
     local loop = rtloop()
     run(loop, function()

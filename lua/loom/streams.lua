@@ -102,10 +102,20 @@ Writer.__name = "loom.StreamWriter"
 -- __metatable, by name.
 local writers = setmetatable({}, { __mode = "k" })
 
+local bind = core._writer_bind
+
+-- With a StreamReader over a transport of loom's own and the reader's
+-- protocol, write and drain are C closures bound to the reader (they
+-- call the methods below for anything but the common case).
 local function new_writer(transport, protocol, reader)
   local w = setmetatable({ transport = transport, _protocol = protocol,
                            _reader = reader }, Writer)
   writers[w] = true
+  if bind ~= nil and reader ~= nil and protocol._reader == reader then
+    local write, drain = bind(w, reader, transport, Writer.write,
+                              Writer.drain)
+    if write ~= nil then w.write, w.drain = write, drain end
+  end
   return w
 end
 
@@ -166,7 +176,8 @@ function Protocol:connection_made(transport)
   end
 end
 
-function Protocol:data_received(data)
+-- self._reader:feed_data(data), in C (it runs for every chunk read).
+Protocol.data_received = core._protocol_data_received or function(self, data)
   self._reader:feed_data(data)
 end
 
@@ -181,6 +192,7 @@ function Protocol:connection_lost(err)
   local reader = self._reader
   if err == nil then reader:feed_eof() else reader:set_exception(err) end
   self._lost, self._err = true, err
+  reader:_write_flow(self._paused, true)
   local waiters = self._close_waiters
   self._close_waiters = {}
   wake_all(waiters, err)
@@ -191,10 +203,12 @@ end
 
 function Protocol:pause_writing()
   self._paused = true
+  self._reader:_write_flow(true, self._lost)
 end
 
 function Protocol:resume_writing()
   self._paused = false
+  self._reader:_write_flow(false, self._lost)
   wake_all(self._drain_waiters)
 end
 
@@ -290,15 +304,12 @@ function Writer:drain()
     local e = reader:exception()
     if e ~= nil then error(e, 0) end
   end
-  local p = self._protocol
   if self.transport:is_closing() then
     -- Let connection_lost run, so that a loop of write and drain sees
     -- the connection go (asyncio does the same).
     sleep(0)
-  elseif not p._paused and not p._lost then
-    return                  -- _drain_helper would return at once
   end
-  p:_drain_helper()
+  self._protocol:_drain_helper()
 end
 
 Writer.__close = Writer.close
