@@ -286,6 +286,9 @@ loom_task *loom__totask(lua_State *L, int idx);
 void loom__task_step(lua_State *L, loom_task *t, int idx, int loopidx);
 void loom__task_wakeup(lua_State *L, loom_task *t, int idx, int loopidx);
 int loom__task_cancel(lua_State *L, loom_task *t, int idx, int msgidx);
+int loom__await_yield(lua_State *L, int fidx, lua_KContext ctx,
+                      lua_KFunction k);
+int loom__await_resumed(lua_State *co, int fidx);
 int loom__task_new(lua_State *L, loom_loop *loop, int loopidx, int fidx,
                    int nargs);
 int loom__open_task(lua_State *L);

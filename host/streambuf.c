@@ -636,8 +636,15 @@ static int tryline (lua_State *L, streamreader *s, lua_Integer *pos) {
 */
 static int readop (lua_State *L, int op);
 
+/* The stack height of each read while it runs (see above). */
+static const int oparity[] = {2, 3, 2, 3, 2};
+
 static int readop_k (lua_State *L, int status, lua_KContext ctx) {
   (void)status;
+  /* the waiter is above the read's values: raises when it was cancelled
+  ** (or the task was) or failed */
+  loom__await_resumed(L, oparity[ctx] + 1);
+  lua_settop(L, oparity[ctx]);
   return readop(L, (int)ctx);
 }
 
@@ -673,22 +680,27 @@ static int waitfor (lua_State *L, streamreader *s, int op) {
     calltransport(L, "resume_reading");
   }
   f = (loom_future *)lua_touserdata(L, -1);
-  if (!intask || !s->ownwaiter || f == NULL || f->loop != loop
+  if (!intask) {        /* await raises the error for where we are */
+    lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, loop->self_ref);
+    loom__future_new(L, loop, -1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &await_key);
+    lua_insert(L, -2);
+    lua_call(L, 1, 0);
+    lua_pop(L, 1);
+    return readop(L, op);
+  }
+  if (!s->ownwaiter || f == NULL || f->loop != loop
       || !loom__future_rearm(L, f, -1)) {
     lua_pop(L, 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, loop->self_ref);
     loom__future_new(L, loop, -1);
     lua_remove(L, -2);
-    if (intask) {
-      lua_pushvalue(L, -1);
-      lua_setiuservalue(L, 1, SR_UV_WAITER);
-      s->ownwaiter = 1;
-    }
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, SR_UV_WAITER);
+    s->ownwaiter = 1;
   }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &await_key);
-  lua_insert(L, -2);
-  lua_callk(L, 1, 0, op, readop_k);
-  return readop(L, op);
+  return loom__await_yield(L, -1, op, readop_k);
 }
 
 /* read() and read(-1): blocks of limit bytes until EOF, joined. */
