@@ -771,7 +771,12 @@ static int readop (lua_State *L, int op) {
 */
 static int streamreader_read (lua_State *L) {
   streamreader *s = checkself(L, "read");
-  lua_settop(L, 2);
+  int isint;
+  if (lua_gettop(L) != 2)
+    lua_settop(L, 2);
+  else if (lua_tointegerx(L, 2, &isint) > 0 && isint
+           && lua_type(L, 2) == LUA_TNUMBER)
+    return readop(L, OP_READ);          /* read(n), n > 0: the usual case */
   if (lua_isnil(L, 2) || (lua_type(L, 2) == LUA_TNUMBER
                           && lua_tonumber(L, 2) == -1)) {
     checkexc(L, s);
