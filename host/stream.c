@@ -55,7 +55,10 @@ typedef struct wreq {
 /*
 ** One read buffer per thread: libuv calls alloc_cb and then read_cb
 ** before the next alloc_cb, and read_cb copies the bytes into a Lua
-** string at once, so one loop running in a thread needs only one.
+** string at once, so one loop running in a thread needs only one. A
+** transport with a sink (a StreamReader, see stream.h) reads into the
+** reader's own buffer instead: no string is made until a read takes the
+** bytes, so a chunk's string lives only as long as the task keeps it.
 */
 static _Thread_local char readbuf[READ_BUFSIZE];
 
@@ -342,6 +345,25 @@ static void protodata (lua_State *L, int tidx, const char *p, size_t n) {
   lua_settop(L, base);
 }
 
+/*
+** The n bytes at p go to the transport's sink (p is in the room it gave,
+** or in readbuf), as protodata gives them to data_received. [-0, +0, -]
+*/
+static void sinkdata (lua_State *L, int tidx, const char *p, size_t n) {
+  int base = lua_gettop(L);
+  lua_pushcfunction(L, loom__traceback);
+  lua_pushcfunction(L, loom__sink_fed);
+  lua_getiuservalue(L, tidx, TUV_SINK);
+  lua_pushinteger(L, (lua_Integer)n);
+  if (p == readbuf)
+    lua_pushlightuserdata(L, (void *)p);
+  else
+    lua_pushnil(L);
+  if (lua_pcall(L, 3, 0, base + 1) != LUA_OK)
+    protofail(L, tidx, base + 2, "data_received");
+  lua_settop(L, base);
+}
+
 /* Flow control: pause_writing once the queue passes high, resume_writing
 ** once it is down to low. [-0, +0, -] */
 static void check_pause (lua_State *L, conn *c, int tidx) {
@@ -370,7 +392,10 @@ static void check_resume (lua_State *L, conn *c, int tidx) {
 */
 
 static void alloc_cb (uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)h; (void)suggested;
+  conn *c = (conn *)h;
+  (void)suggested;
+  if (c->sink != NULL && loom__sink_room(c->sink, buf))
+    return;
   buf->base = readbuf;
   buf->len = sizeof readbuf;
 }
@@ -398,7 +423,9 @@ static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   }
   top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);  /* top + 1 */
-  if (nread > 0)
+  if (nread > 0 && c->sink != NULL)
+    sinkdata(L, top + 1, buf->base, (size_t)nread);
+  else if (nread > 0)
     protodata(L, top + 1, buf->base, (size_t)nread);
   else if (nread == UV_EOF) {
     uv_read_stop(st);
@@ -758,10 +785,14 @@ static int transport_get_protocol (lua_State *L) {
 }
 
 static int transport_set_protocol (lua_State *L) {
-  loom__stream_checkt(L);
+  tcp_ud *u = loom__stream_checkt(L);
   luaL_checkany(L, 2);
   lua_settop(L, 2);
   lua_setiuservalue(L, 1, TUV_PROTO);
+  if (u->c != NULL)                     /* the new protocol gets the data */
+    u->c->sink = NULL;
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, TUV_SINK);
   return 0;
 }
 

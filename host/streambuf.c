@@ -10,6 +10,8 @@
 #include "stream.h"
 
 #define STREAM_DEFAULT_LIMIT ((lua_Integer)64 * 1024)
+#define BUF_KEEP ((size_t)16 * 1024)     /* an empty buffer up to this stays */
+#define SINK_ROOM ((size_t)256 * 1024)   /* room for a transport's read */
 
 /*
 ** Everything but lines() is C: feed_data, feed_eof and set_exception, the
@@ -121,46 +123,59 @@ static void dropkept (lua_State *L, streamreader *s) {
 
 /*
 ** Makes room for n more bytes after the live ones in buf, moving the live
-** bytes of a kept string there. Raises a memory error (leaving the reader
-** as it was) when malloc fails.
+** bytes of a kept string there (the caller lets go of the string). 0,
+** with nothing changed, when malloc fails. No Lua: alloc_cb calls it.
 */
-static void reserve (lua_State *L, streamreader *s, size_t n) {
-  size_t need, ncap;
+static int makeroom (streamreader *s, size_t n) {
+  size_t need = s->len + n, ncap;
   char *nb;
-  if (n > (size_t)-1 / 2 - s->len)
-    luaL_error(L, "feed_data: buffer too large");
-  need = s->len + n;
   if (s->kept == NULL) {
     if (s->start + need <= s->cap)
-      return;
+      return 1;
     if (need <= s->cap / 2 || (need <= s->cap && s->start >= s->len)) {
       memmove(s->buf, data(s), s->len);   /* compact in place */
       s->start = 0;
-      return;
+      return 1;
     }
   }
   else if (need <= s->cap) {            /* buf holds no live byte */
     memcpy(s->buf, data(s), s->len);
     s->start = 0;
-    dropkept(L, s);
-    return;
+    s->kept = NULL;
+    return 1;
   }
   ncap = s->cap < 256 ? 256 : s->cap;
   while (ncap < need)
     ncap *= 2;
   nb = (char *)malloc(ncap);
-  if (nb == NULL) {
-    lua_pushliteral(L, "not enough memory");
-    lua_error(L);
-  }
+  if (nb == NULL)
+    return 0;
   if (s->len > 0)
     memcpy(nb, data(s), s->len);
   free(s->buf);
   s->buf = nb;
   s->start = 0;
   s->cap = ncap;
-  if (s->kept != NULL)
-    dropkept(L, s);
+  s->kept = NULL;
+  return 1;
+}
+
+/*
+** makeroom for the reader at 1, letting go of its kept string. Raises a
+** memory error (leaving the reader as it was) when malloc fails.
+*/
+static void reserve (lua_State *L, streamreader *s, size_t n) {
+  int waskept = s->kept != NULL;
+  if (n > (size_t)-1 / 2 - s->len)
+    luaL_error(L, "feed_data: buffer too large");
+  if (!makeroom(s, n)) {
+    lua_pushliteral(L, "not enough memory");
+    lua_error(L);
+  }
+  if (waskept) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, SR_UV_KEPT);
+  }
 }
 
 /* Drops the first n live bytes of the reader at 1. */
@@ -171,8 +186,9 @@ static void consume (lua_State *L, streamreader *s, size_t n) {
     s->start = 0;
     if (s->kept != NULL)
       dropkept(L, s);
-    /* an emptied buffer far above the limit goes back to the system */
-    else if (s->cap > (size_t)64 * 1024 && s->cap / 4 > (size_t)s->limit) {
+    /* an emptied buffer that is not small goes back to the system: an
+    ** idle connection holds no read buffer */
+    else if (s->cap > BUF_KEEP) {
       free(s->buf);
       s->buf = NULL;
       s->cap = 0;
@@ -430,6 +446,61 @@ static int core_protocol_data_received (lua_State *L) {
   lua_getfield(L, 1, "_reader");
   lua_replace(L, 1);
   return streamreader_feed_data(L);
+}
+
+/*
+** The transport's sink (see stream.h): room for its next read at the end
+** of the buffer, unless a kept string is there (its bytes must move, which
+** needs Lua) or EOF was fed (the data will be an error).
+*/
+int loom__sink_room (void *sink, uv_buf_t *buf) {
+  streamreader *s = (streamreader *)sink;
+  if (s->kept != NULL || s->eof || !makeroom(s, SINK_ROOM))
+    return 0;
+  buf->base = s->buf + s->start + s->len;
+  buf->len = s->cap - s->start - s->len;
+  return 1;
+}
+
+/* sink_fed(reader, n [, p]): see stream.h. */
+int loom__sink_fed (lua_State *L) {
+  streamreader *s = (streamreader *)lua_touserdata(L, 1);
+  size_t n = (size_t)lua_tointeger(L, 2);
+  if (s->eof)
+    return luaL_error(L, "feed_data: called after feed_eof");
+  if (lua_islightuserdata(L, 3)) {      /* read elsewhere: copy */
+    const char *p = (const char *)lua_touserdata(L, 3);
+    reserve(L, s, n);
+    memcpy(s->buf + s->start + s->len, p, n);
+  }
+  s->len += n;
+  wakeup(L, 0);
+  if (!s->paused && s->len > 2 * (size_t)s->limit
+      && lua_getiuservalue(L, 1, SR_UV_TRANSPORT) != LUA_TNIL) {
+    lua_pop(L, 1);
+    s->paused = 1;
+    calltransport(L, "pause_reading");
+  }
+  return 0;
+}
+
+/*
+** _stream_sink(transport, reader): makes reader, whose transport it is,
+** the sink of a transport of stream.c, for the StreamReaderProtocol whose
+** data_received would only feed it; returns whether it did.
+*/
+static int core_stream_sink (lua_State *L) {
+  loom_tcp_ud *u = (loom_tcp_ud *)luaL_testudata(L, 1, TRANSPORT_MT);
+  streamreader *s = (streamreader *)loom__testud(L, 2, LOOM_TSTREAMREADER);
+  lua_settop(L, 2);
+  if (u == NULL || u->c == NULL || s == NULL || s->tud != u) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  u->c->sink = s;
+  lua_setiuservalue(L, 1, TUV_SINK);
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int streamreader_feed_eof (lua_State *L) {
@@ -1022,6 +1093,8 @@ static int streamreader_write_flow (lua_State *L) {
 
 static int streamreader_gc (lua_State *L) {
   streamreader *s = checkreader(L);
+  if (s->tud != NULL && s->tud->c != NULL && s->tud->c->sink == s)
+    s->tud->c->sink = NULL;               /* no read into freed memory */
   free(s->buf);
   s->buf = NULL;
   s->kept = NULL;
@@ -1092,6 +1165,7 @@ static const luaL_Reg streambuf_functions[] = {
   {"_StreamReader", core_streamreader},
   {"_protocol_data_received", core_protocol_data_received},
   {"_writer_bind", core_writer_bind},
+  {"_stream_sink", core_stream_sink},
   {NULL, NULL}
 };
 

@@ -466,6 +466,49 @@ describe("streams over TCP", function()
     end)
   end)
 
+  it("reads into the reader's buffer, unless data_received was replaced", function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(echo_lines, "127.0.0.1", 0)
+      -- data fed by hand before the socket's: kept, then joined
+      local r1, w1 = loom.open_connection("127.0.0.1", port_of(server))
+      r1:feed_data("pre-")
+      w1:write("abc\n")
+      assert.are.equal("pre-abc\n", r1:readline())
+      local bulk = loom.start_server(echo_blocks, "127.0.0.1", 0)
+      local r2, w2 = loom.open_connection("127.0.0.1", port_of(bulk))
+      local long = pattern(300000, 3)       -- several reads of the socket
+      w2:write(long)
+      local back = r2:readexactly(#long)
+      assert.is_true(long == back)
+      w2:close()
+      shut(bulk)
+      -- a protocol whose data_received is its own sees every byte
+      local seen = {}
+      local reader = loom.StreamReader()
+      local proto = loom.StreamReaderProtocol(reader)
+      function proto:data_received(d)
+        seen[#seen + 1] = d
+        reader:feed_data(d:upper())
+      end
+      local t = loop:create_connection(function() return proto end,
+                                       "127.0.0.1", port_of(server))
+      t:write("shout\n")
+      assert.are.equal("SHOUT\n", reader:readline())
+      assert.are.equal("shout\n", table.concat(seen))
+      -- a new protocol set on the transport gets the data instead
+      local other = {}
+      local got = loop:create_future()
+      function other.data_received(_, d) got:set_result(d) end
+      w1.transport:set_protocol(other)
+      w1:write("moved\n")
+      assert.are.equal("moved\n", got:await())
+      t:close()
+      w1:close()
+      shut(server)
+    end)
+  end)
+
   it("wakes a waiting wait_closed, and cancelling one is safe", function()
     local loop = rtloop()
     run(loop, function()

@@ -159,10 +159,17 @@ local function client_done(task, proto, transport, loop)
   if proto._task == task then proto._task = nil end
 end
 
+local sink = core._stream_sink
+
 function Protocol:connection_made(transport)
   self._transport = transport
   local reader = self._reader
   reader:set_transport(transport)
+  -- A transport of loom's own reads straight into the reader's buffer
+  -- instead of calling data_received, unless that was replaced.
+  if sink ~= nil and self.data_received == Protocol.data_received then
+    sink(transport, reader)
+  end
   local cb = self._cb
   if cb ~= nil then
     local writer = new_writer(transport, self, reader)
