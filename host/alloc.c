@@ -15,11 +15,17 @@
 
 #include <stdlib.h>
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "internal.h"
 
 #define ALLOC_QUANTUM 16
-#define ALLOC_MAX 1024
+/* Up to 4 KiB: the strings a network server makes for every read (a 1 KiB
+** message is a 1049-byte block) stay off malloc, whose bins cost several
+** times a free-list pop. */
+#define ALLOC_MAX 4096
 #define ALLOC_NCLASS (ALLOC_MAX / ALLOC_QUANTUM)
 #define SLAB_SIZE (64 * 1024)
 
@@ -127,6 +133,17 @@ static void *alloc_f (void *ud, void *ptr, size_t osize, size_t nsize) {
 */
 loom_alloc *loom__alloc_new (void) {
   loom_alloc *a = (loom_alloc *)calloc(1, sizeof(loom_alloc));
+#if defined(__GLIBC__)
+  /* Blocks above ALLOC_MAX come from malloc. A collection that frees many
+  ** large strings at once (the chunks of a stream that lived long enough
+  ** to get old, say) leaves megabytes free at the top of the heap, which
+  ** glibc gives back to the system past 128 KiB; the next chunks then
+  ** fault fresh pages in again, several for each 100 KiB chunk. Keep up
+  ** to 32 MiB, and take blocks up to 4 MiB from the heap (fixing one
+  ** threshold stops glibc from raising the other by itself). */
+  mallopt(M_TRIM_THRESHOLD, 32 * 1024 * 1024);
+  mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+#endif
   return a;
 }
 

@@ -13,7 +13,7 @@ LUAMOD_API int luaopen_loom_core (lua_State *L);
 static const char mtkeys[LOOM_TCOUNT];
 static const char *const mtnames[LOOM_TCOUNT] = {
   LOOM_LOOP_MT, LOOM_HANDLE_MT, LOOM_TIMER_MT, LOOM_FUTURE_MT,
-  LOOM_FUTURE_MT ".gc", LOOM_TASK_MT, LOOM_GATHER_MT
+  LOOM_FUTURE_MT ".gc", LOOM_TASK_MT, LOOM_GATHER_MT, LOOM_STREAMREADER_MT
 };
 
 /* Makes the metatable of a core type and leaves it on the stack. */

@@ -428,6 +428,33 @@ int loom__future_cancel (lua_State *L, loom_future *f, int idx, int msgidx) {
   return 1;
 }
 
+/*
+** Makes the done plain future at idx pending again, for an owner that
+** never hands it out (a StreamReader's waiter), so that the next wait
+** needs no new object. Returns 0, changing nothing, unless it finished
+** without an error or was cancelled, and no callback of it is pending or
+** queued (so no task can still be woken by it).
+*/
+int loom__future_rearm (lua_State *L, loom_future *f, int idx) {
+  if (f->state == LOOM_PENDING || f->h.kind != LOOM_KFUTURE
+      || (f->fflags & (LOOM_FERROR | LOOM_FSCHEDULED)))
+    return 0;
+  idx = lua_absindex(L, idx);
+  if (lua_getiuservalue(L, idx, LOOM_FUV_CALLBACKS) != LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pop(L, 1);
+  if (f->nres != 0 || f->state == LOOM_CANCELLED) {
+    lua_pushnil(L);                      /* result or cancel message */
+    lua_setiuservalue(L, idx, LOOM_FUV_VALUE);
+  }
+  f->state = LOOM_PENDING;
+  f->fflags = 0;
+  f->nres = 0;
+  return 1;
+}
+
 /* }====================================================== */
 
 

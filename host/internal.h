@@ -27,6 +27,7 @@
 #define LOOM_CHANNEL_MT    "loom.Channel"
 #define LOOM_REMOTELOOP_MT "loom.RemoteLoop"
 #define LOOM_CFUTURE_MT    "loom.ConcurrentFuture"
+#define LOOM_STREAMREADER_MT "loom.StreamReader"
 
 /*
 ** The core's types. Each metatable is kept in the registry under its name
@@ -34,7 +35,7 @@
 ** every core function, where type checks find it.
 */
 enum { LOOM_TLOOP, LOOM_THANDLE, LOOM_TTIMER, LOOM_TFUTURE, LOOM_TFUTUREGC,
-       LOOM_TTASK, LOOM_TGATHER, LOOM_TCOUNT };
+       LOOM_TTASK, LOOM_TGATHER, LOOM_TSTREAMREADER, LOOM_TCOUNT };
 
 /*
 ** Every object that can sit in the ready queue or the timer heap starts
@@ -247,6 +248,7 @@ void loom__future_run_callbacks(lua_State *L, loom_future *f, int idx,
                                 int loopidx);
 int loom__future_push_results(lua_State *L, loom_future *f, int idx);
 int loom__future_cancel(lua_State *L, loom_future *f, int idx, int msgidx);
+int loom__future_rearm(lua_State *L, loom_future *f, int idx);
 void loom__future_add_callback(lua_State *L, loom_future *f, int idx,
                                int cbidx, int kind);
 void loom__push_first_result(lua_State *L, loom_future *f, int idx);
@@ -317,6 +319,9 @@ loom_task *loom__totask(lua_State *L, int idx);
 void loom__task_step(lua_State *L, loom_task *t, int idx, int loopidx);
 void loom__task_wakeup(lua_State *L, loom_task *t, int idx, int loopidx);
 int loom__task_cancel(lua_State *L, loom_task *t, int idx, int msgidx);
+int loom__await_yield(lua_State *L, int fidx, lua_KContext ctx,
+                      lua_KFunction k);
+int loom__await_resumed(lua_State *co, int fidx);
 int loom__task_new(lua_State *L, loom_loop *loop, int loopidx, int fidx,
                    int nargs);
 int loom__open_task(lua_State *L);

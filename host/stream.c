@@ -55,7 +55,10 @@ typedef struct wreq {
 /*
 ** One read buffer per thread: libuv calls alloc_cb and then read_cb
 ** before the next alloc_cb, and read_cb copies the bytes into a Lua
-** string at once, so one loop running in a thread needs only one.
+** string at once, so one loop running in a thread needs only one. A
+** transport with a sink (a StreamReader, see stream.h) reads into the
+** reader's own buffer instead: no string is made until a read takes the
+** bytes, so a chunk's string lives only as long as the task keeps it.
 */
 static _Thread_local char readbuf[READ_BUFSIZE];
 
@@ -233,27 +236,35 @@ static void lsn_close_cb (uv_handle_t *h) {
 /*
 ** callproto(proto, lname, args...): proto[name](proto, args...) with
 ** name the C string in light userdata lname, returning its first result;
-** nil without a call when the method is missing. A light userdata
-** argument 3 with a length after it is turned into a Lua string here,
-** under the protected call.
+** nil without a call when the method is missing.
 */
 static int callproto (lua_State *L) {
   const char *name = (const char *)lua_touserdata(L, 2);
-  int n;
-  if (lua_islightuserdata(L, 3)) {
-    const char *p = (const char *)lua_touserdata(L, 3);
-    size_t len = (size_t)lua_tointeger(L, 4);
-    lua_pushlstring(L, p, len);
-    lua_replace(L, 3);
-    lua_remove(L, 4);
-  }
-  n = lua_gettop(L) - 2;
+  int n = lua_gettop(L) - 2;
   if (lua_getfield(L, 1, name) == LUA_TNIL)
     return 0;
-  lua_insert(L, 1);   /* method, proto, lname, args */
-  lua_remove(L, 3);   /* method, proto, args */
+  lua_replace(L, 2);  /* proto, method, args */
+  lua_pushvalue(L, 1);
+  lua_copy(L, 2, 1);
+  lua_replace(L, 2);  /* method, proto, args */
   lua_call(L, n + 1, 1);
   return 1;
+}
+
+/*
+** calldata(proto, p, len): proto:data_received(data), data the len bytes
+** at light userdata p, made into a string here, under the protected
+** call. The hot path of reading: no stack shuffling.
+*/
+static int calldata (lua_State *L) {
+  const char *p = (const char *)lua_touserdata(L, 2);
+  size_t len = (size_t)lua_tointeger(L, 3);
+  if (lua_getfield(L, 1, "data_received") == LUA_TNIL)
+    return 0;
+  lua_pushvalue(L, 1);
+  lua_pushlstring(L, p, len);
+  lua_call(L, 2, 0);
+  return 0;
 }
 
 /* mkreport(loop, err, transport, proto, lname): reports a failed
@@ -292,6 +303,27 @@ static void unwrap (lua_State *L, int idx) {
 }
 
 /*
+** After a protocol method call failed with the loom__traceback table at
+** eidx: reports it to the exception handler and aborts the transport at
+** tidx, connection_lost getting the error. Leaves the stack at eidx.
+*/
+static void protofail (lua_State *L, int tidx, int eidx, const char *name) {
+  tcp_ud *u;
+  lua_pushcfunction(L, mkreport);
+  lua_getiuservalue(L, tidx, TUV_LOOP);
+  lua_pushvalue(L, eidx);
+  lua_pushvalue(L, tidx);
+  lua_getiuservalue(L, tidx, TUV_PROTO);
+  lua_pushlightuserdata(L, (void *)name);
+  lua_pcall(L, 5, 0, 0);
+  lua_settop(L, eidx);
+  unwrap(L, eidx);
+  u = (tcp_ud *)lua_touserdata(L, tidx);
+  if (u->c != NULL)
+    conn_close(L, u->c, tidx, eidx);
+}
+
+/*
 ** Calls the protocol method name of the transport at tidx with the nargs
 ** values on top, protected; leaves its first result (nil when missing).
 ** When it raises, the error goes to the exception handler and the
@@ -300,7 +332,6 @@ static void unwrap (lua_State *L, int idx) {
 ** [-nargs, +1, -]
 */
 static int protocall (lua_State *L, int tidx, const char *name, int nargs) {
-  tcp_ud *u;
   int base;
   tidx = lua_absindex(L, tidx);
   base = lua_gettop(L) - nargs;
@@ -321,22 +352,45 @@ static int protocall (lua_State *L, int tidx, const char *name, int nargs) {
     lua_remove(L, base + 1);
     return 1;
   }
-  /* base + 2: the wrapped error */
-  lua_pushcfunction(L, mkreport);
-  lua_getiuservalue(L, tidx, TUV_LOOP);
-  lua_pushvalue(L, base + 2);
-  lua_pushvalue(L, tidx);
-  lua_getiuservalue(L, tidx, TUV_PROTO);
-  lua_pushlightuserdata(L, (void *)name);
-  lua_pcall(L, 5, 0, 0);
-  lua_settop(L, base + 2);
-  unwrap(L, base + 2);
-  u = (tcp_ud *)lua_touserdata(L, tidx);
-  if (u->c != NULL)
-    conn_close(L, u->c, tidx, base + 2);
+  protofail(L, tidx, base + 2, name);
   lua_settop(L, base);
   lua_pushnil(L);
   return 0;
+}
+
+/*
+** protocall(L, tidx, "data_received", ...) with the n bytes at p as the
+** data, for read_cb (which made room on the stack). [-0, +0, -]
+*/
+static void protodata (lua_State *L, int tidx, const char *p, size_t n) {
+  int base = lua_gettop(L);
+  lua_pushcfunction(L, loom__traceback);
+  lua_pushcfunction(L, calldata);
+  lua_getiuservalue(L, tidx, TUV_PROTO);
+  lua_pushlightuserdata(L, (void *)p);
+  lua_pushinteger(L, (lua_Integer)n);
+  if (lua_pcall(L, 3, 0, base + 1) != LUA_OK)
+    protofail(L, tidx, base + 2, "data_received");
+  lua_settop(L, base);
+}
+
+/*
+** The n bytes at p go to the transport's sink (p is in the room it gave,
+** or in readbuf), as protodata gives them to data_received. [-0, +0, -]
+*/
+static void sinkdata (lua_State *L, int tidx, const char *p, size_t n) {
+  int base = lua_gettop(L);
+  lua_pushcfunction(L, loom__traceback);
+  lua_pushcfunction(L, loom__sink_fed);
+  lua_getiuservalue(L, tidx, TUV_SINK);
+  lua_pushinteger(L, (lua_Integer)n);
+  if (p == readbuf)
+    lua_pushlightuserdata(L, (void *)p);
+  else
+    lua_pushnil(L);
+  if (lua_pcall(L, 3, 0, base + 1) != LUA_OK)
+    protofail(L, tidx, base + 2, "data_received");
+  lua_settop(L, base);
 }
 
 /* Flow control: pause_writing once the queue passes high, resume_writing
@@ -367,7 +421,10 @@ static void check_resume (lua_State *L, conn *c, int tidx) {
 */
 
 static void alloc_cb (uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)h; (void)suggested;
+  conn *c = (conn *)h;
+  (void)suggested;
+  if (c->sink != NULL && loom__sink_room(c->sink, buf))
+    return;
   buf->base = readbuf;
   buf->len = sizeof readbuf;
 }
@@ -395,11 +452,10 @@ static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   }
   top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);  /* top + 1 */
-  if (nread > 0) {
-    lua_pushlightuserdata(L, buf->base);
-    lua_pushinteger(L, (lua_Integer)nread);
-    protocall(L, top + 1, "data_received", 2);
-  }
+  if (nread > 0 && c->sink != NULL)
+    sinkdata(L, top + 1, buf->base, (size_t)nread);
+  else if (nread > 0)
+    protodata(L, top + 1, buf->base, (size_t)nread);
   else if (nread == UV_EOF) {
     uv_read_stop(st);
     c->eof_in = 1;
@@ -550,6 +606,16 @@ static int transport_write (lua_State *L) {
   if (c != NULL)
     dowrite(L, c, 2);
   return 0;
+}
+
+/*
+** transport:write(data) for a caller that checked both: the transport u
+** at 1 and the string at 2 (streambuf.c's StreamWriter.write).
+*/
+void loom__stream_write (lua_State *L, tcp_ud *u) {
+  conn *c = writable(L, u, "write");
+  if (c != NULL)
+    dowrite(L, c, 2);
 }
 
 /* transport:writelines(list): writes the strings of list as one. */
@@ -784,10 +850,14 @@ static int transport_get_protocol (lua_State *L) {
 }
 
 static int transport_set_protocol (lua_State *L) {
-  loom__stream_checkt(L);
+  tcp_ud *u = loom__stream_checkt(L);
   luaL_checkany(L, 2);
   lua_settop(L, 2);
   lua_setiuservalue(L, 1, TUV_PROTO);
+  if (u->c != NULL)                     /* the new protocol gets the data */
+    u->c->sink = NULL;
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, TUV_SINK);
   return 0;
 }
 

@@ -20,7 +20,8 @@ enum { TUV_PROTO = 1,  /* the protocol (the factory while connecting) */
        TUV_LOOP,       /* the loop */
        TUV_SERVER,     /* the server that accepted it, or nil */
        TUV_ERR,        /* the error connection_lost gets, or nil */
-       TUV_COUNT = TUV_ERR };
+       TUV_SINK,       /* the StreamReader it reads into, or nil */
+       TUV_COUNT = TUV_SINK };
 
 /* User values of a server. */
 enum { SUV_FACTORY = 1, SUV_LOOP, SUV_WAITERS, SUV_CONNS,
@@ -67,6 +68,7 @@ typedef struct loom_conn {
   struct loom_sendfile *sending;
   int drainref;
   size_t drainlimit;
+  void *sink;               /* the StreamReader of TUV_SINK, or NULL */
 } loom_conn;
 
 /* The transport userdata. Its first field leads to the uv handle, as
@@ -145,6 +147,19 @@ void loom__stream_pipe_start(lua_State *L, loom_conn *c, int tidx);
 ** transport metatable), and the checked transport at 1 */
 void loom__stream_methods(lua_State *L, const luaL_Reg *l);
 loom_tcp_ud *loom__stream_checkt(lua_State *L);
+
+/* stream.c: transport:write(data) with the transport u at 1 and the data
+** string at 2, both checked by the caller (StreamWriter.write). */
+void loom__stream_write(lua_State *L, loom_tcp_ud *u);
+
+/* streambuf.c: a StreamReader that a transport reads into directly, in
+** place of its protocol's data_received (a StreamReaderProtocol's, which
+** would only feed the reader). sink_room gives the room for the next
+** read (0: none, read into the shared buffer); sink_fed(reader, n [, p])
+** takes n bytes read into that room, or copies them from light userdata
+** p, as feed_data does; it runs under the transport's protected call. */
+int loom__sink_room(void *sink, uv_buf_t *buf);
+int loom__sink_fed(lua_State *L);
 
 /* tcp.c and pipe.c: the names of a socket (peer != 0: the peer's), pushed
 ** as get_extra_info and server:sockets() give them; 0 when unavailable

@@ -7,18 +7,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "stream.h"
 
-#define STREAMREADER_MT "loom.StreamReader"
 #define STREAM_DEFAULT_LIMIT ((lua_Integer)64 * 1024)
+#define BUF_KEEP ((size_t)16 * 1024)     /* an empty buffer up to this stays */
+#define SINK_ROOM ((size_t)256 * 1024)   /* room for a transport's read */
 
 /*
-** The C part is mechanism only (STYLE 11): feed_data, feed_eof,
-** set_exception and the non-blocking try-reads, each of which either
-** returns its result, returns nil when more data is needed, or raises.
-** lua/loom/streams.lua adds read, readline, readexactly, readuntil and
-** lines, which loop on a try-read and await the waiter future between
-** tries.
+** Everything but lines() is C: feed_data, feed_eof and set_exception, the
+** reads, and their waiting. A read first tries to answer from the buffer
+** (a try consumes nothing unless it succeeds, so a read cancelled while
+** it waits leaves the buffer as it was); when it cannot, it makes the
+** reader's one waiter future, awaits it with lua_callk and tries again in
+** its continuation. feed_data, feed_eof and set_exception complete the
+** waiter. The private _try_* methods give the tries to Lua as they are.
 **
 ** Memory. The buffer is malloc'd and owned by the userdata; __gc frees
 ** it. Live bytes are buf[start .. start+len). Consuming bytes only moves
@@ -28,23 +30,54 @@
 ** on average and appends are amortised O(1). A buffer that empties while
 ** much larger than the limit is released.
 **
+** The kept string. A transport hands each chunk over as a Lua string, and
+** most chunks are read whole before the next one comes. So feed_data
+** into an empty buffer copies nothing: it keeps the string itself (user
+** value SR_UV_KEPT) and the live bytes are kept[start .. start+len); a
+** read that takes all of it returns that same string, again without a
+** copy. Only a second chunk arriving while bytes of the first are left
+** moves the rest into the malloc'd buffer; a partial read copies just
+** what it returns. Lua strings do not move, so the pointer stays valid
+** while the user value anchors the string.
+**
 ** Lua side (STYLE 4). User values of the userdata: the waiter future (or
-** nil), the stored exception (or nil) and the transport (or nil).
+** nil), the stored exception (or nil), the transport (or nil) and the
+** kept string (or nil). A read is waiting while the waiter is pending;
+** a done one stays, and the next wait rearms it when it was made here
+** (loom__future_rearm): the reader never hands it out, so one future
+** serves every wait of a connection.
 */
-enum { SR_UV_WAITER = 1, SR_UV_EXC, SR_UV_TRANSPORT, SR_UV_COUNT = 3 };
+enum { SR_UV_WAITER = 1, SR_UV_EXC, SR_UV_TRANSPORT, SR_UV_KEPT,
+       SR_UV_COUNT = SR_UV_KEPT };
 
 typedef struct streamreader {
   char *buf;                /* malloc'd, or NULL */
-  size_t start;             /* first live byte */
+  const char *kept;         /* the bytes of the kept string, or NULL */
+  size_t start;             /* first live byte (in kept when kept) */
   size_t len;               /* live bytes */
-  size_t cap;               /* bytes allocated */
+  size_t cap;               /* bytes allocated in buf */
   lua_Integer limit;        /* asyncio's limit */
   lua_Integer consumed;     /* bytes consumed since creation: anchors the
                                scan offsets readuntil hands back */
   uint8_t eof;              /* feed_eof was called */
   uint8_t paused;           /* we called transport:pause_reading() */
   uint8_t hasexc;           /* set_exception was called */
+  uint8_t ownwaiter;        /* the waiter was made here: it can be rearmed */
+  uint8_t wpaused, wlost;   /* the protocol's write flow (_write_flow) */
+  loom_tcp_ud *tud;         /* the transport, when one of stream.c (anchored
+                               by its user value) */
 } streamreader;
+
+/* The reads: what a waiting read resumes as (its continuation's
+** context). */
+enum { OP_READ, OP_READALL, OP_READEXACTLY, OP_READUNTIL, OP_READLINE };
+
+static const char *const opnames[] = {
+  "read", "read", "readexactly", "readuntil", "readline"
+};
+
+/* Registry key of the core's await function. */
+static const char await_key = 'a';
 
 /* The one name the rest of the core sees (see internal.h). */
 int loom__open_streambuf(lua_State *L);
@@ -57,54 +90,105 @@ int loom__open_streambuf(lua_State *L);
 */
 
 static streamreader *checkreader (lua_State *L) {
-  return (streamreader *)luaL_checkudata(L, 1, STREAMREADER_MT);
+  return (streamreader *)loom__checkud(L, 1, LOOM_TSTREAMREADER);
+}
+
+/* The reader at 1 for the read method fname; the error names it. */
+static streamreader *checkself (lua_State *L, const char *fname) {
+  streamreader *s = (streamreader *)loom__testud(L, 1, LOOM_TSTREAMREADER);
+  if (s == NULL) {
+    const char *tname = luaL_getmetafield(L, 1, "__name") == LUA_TSTRING
+                        ? lua_tostring(L, -1) : luaL_typename(L, 1);
+    luaL_error(L, "bad argument #1 to '%s' (" LOOM_STREAMREADER_MT
+               " expected, got %s)", fname, tname);
+  }
+  return s;
 }
 
 /* The first live byte; never NULL, even before the first allocation. */
-#define DATA(s) ((s)->buf != NULL ? (s)->buf + (s)->start : (char *)empty)
 static const char empty[1] = "";
 
+static const char *data (const streamreader *s) {
+  if (s->kept != NULL)
+    return s->kept + s->start;
+  return s->buf != NULL ? s->buf + s->start : empty;
+}
+
+/* Lets go of the kept string (its bytes are consumed or moved). */
+static void dropkept (lua_State *L, streamreader *s) {
+  s->kept = NULL;
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, SR_UV_KEPT);
+}
+
 /*
-** Makes room for n more bytes after the live ones. Raises a memory error
-** (leaving the buffer as it was) when malloc fails.
+** Makes room for n more bytes after the live ones in buf, moving the live
+** bytes of a kept string there (the caller lets go of the string). 0,
+** with nothing changed, when malloc fails. No Lua: alloc_cb calls it.
 */
-static void reserve (lua_State *L, streamreader *s, size_t n) {
-  size_t need, ncap;
+static int makeroom (streamreader *s, size_t n) {
+  size_t need = s->len + n, ncap;
   char *nb;
-  if (n > (size_t)-1 / 2 - s->len)
-    luaL_error(L, "feed_data: buffer too large");
-  need = s->len + n;
-  if (s->start + need <= s->cap)
-    return;
-  if (need <= s->cap / 2 || (need <= s->cap && s->start >= s->len)) {
-    memmove(s->buf, DATA(s), s->len);   /* compact in place */
+  if (s->kept == NULL) {
+    if (s->start + need <= s->cap)
+      return 1;
+    if (need <= s->cap / 2 || (need <= s->cap && s->start >= s->len)) {
+      memmove(s->buf, data(s), s->len);   /* compact in place */
+      s->start = 0;
+      return 1;
+    }
+  }
+  else if (need <= s->cap) {            /* buf holds no live byte */
+    memcpy(s->buf, data(s), s->len);
     s->start = 0;
-    return;
+    s->kept = NULL;
+    return 1;
   }
   ncap = s->cap < 256 ? 256 : s->cap;
   while (ncap < need)
     ncap *= 2;
   nb = (char *)malloc(ncap);
-  if (nb == NULL) {
-    lua_pushliteral(L, "not enough memory");
-    lua_error(L);
-  }
+  if (nb == NULL)
+    return 0;
   if (s->len > 0)
-    memcpy(nb, DATA(s), s->len);
+    memcpy(nb, data(s), s->len);
   free(s->buf);
   s->buf = nb;
   s->start = 0;
   s->cap = ncap;
+  s->kept = NULL;
+  return 1;
 }
 
-/* Drops the first n live bytes. */
-static void consume (streamreader *s, size_t n) {
+/*
+** makeroom for the reader at 1, letting go of its kept string. Raises a
+** memory error (leaving the reader as it was) when malloc fails.
+*/
+static void reserve (lua_State *L, streamreader *s, size_t n) {
+  int waskept = s->kept != NULL;
+  if (n > (size_t)-1 / 2 - s->len)
+    luaL_error(L, "feed_data: buffer too large");
+  if (!makeroom(s, n)) {
+    lua_pushliteral(L, "not enough memory");
+    lua_error(L);
+  }
+  if (waskept) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, SR_UV_KEPT);
+  }
+}
+
+/* Drops the first n live bytes of the reader at 1. */
+static void consume (lua_State *L, streamreader *s, size_t n) {
   s->len -= n;
   s->consumed += (lua_Integer)n;
   if (s->len == 0) {
     s->start = 0;
-    /* an emptied buffer far above the limit goes back to the system */
-    if (s->cap > (size_t)64 * 1024 && s->cap / 4 > (size_t)s->limit) {
+    if (s->kept != NULL)
+      dropkept(L, s);
+    /* an emptied buffer that is not small goes back to the system: an
+    ** idle connection holds no read buffer */
+    else if (s->cap > BUF_KEEP) {
       free(s->buf);
       s->buf = NULL;
       s->cap = 0;
@@ -134,31 +218,42 @@ static void maybe_resume (lua_State *L, streamreader *s) {
 }
 
 /*
-** Takes the first n live bytes: pushes them as a string, drops them and
-** resumes the transport if the buffer fell to the limit. [-0, +1, e]
+** Pushes the first n live bytes as a string and drops them: the kept
+** string itself when that is all of it. [-0, +1, m]
 */
+static void pushtake (lua_State *L, streamreader *s, size_t n) {
+  if (s->kept != NULL && s->start == 0 && n == s->len)
+    lua_getiuservalue(L, 1, SR_UV_KEPT);
+  else
+    lua_pushlstring(L, data(s), n);
+  consume(L, s, n);
+}
+
+/* pushtake, then resumes the transport if the buffer fell to the limit.
+** [-0, +1, e] */
 static int take (lua_State *L, streamreader *s, size_t n) {
-  lua_pushlstring(L, DATA(s), n);
-  consume(s, n);
+  pushtake(L, s, n);
   maybe_resume(L, s);
   return 1;
 }
 
 /*
-** Completes the waiter, if any, with a result (excidx 0) or with the
-** error at excidx, and forgets it. [-0, +0, e]
+** Completes the waiting read's future, if any, with no result (excidx 0)
+** or with the error at excidx. [-0, +0, e]
 */
 static void wakeup (lua_State *L, int excidx) {
   loom_future *f;
   lua_getiuservalue(L, 1, SR_UV_WAITER);
-  f = loom__tofuture(L, -1);
-  if (f == NULL) {
+  f = (loom_future *)lua_touserdata(L, -1);  /* only futures go there */
+  if (f == NULL || f->state != LOOM_PENDING) {  /* none, or cancelled */
     lua_pop(L, 1);
     return;
   }
-  lua_pushnil(L);
-  lua_setiuservalue(L, 1, SR_UV_WAITER);
-  if (f->state != LOOM_PENDING) {   /* cancelled: nobody to wake */
+  if (excidx == 0 && f->h.kind == LOOM_KFUTURE) {
+    /* set_result() on a plain pending future, whose value slot is nil */
+    f->nres = 0;
+    f->state = LOOM_FINISHED;
+    loom__future_schedule(L, f, -1);
     lua_pop(L, 1);
     return;
   }
@@ -212,8 +307,7 @@ static void pusherror (lua_State *L, const char *cls, const char *msg,
 */
 static int incomplete (lua_State *L, streamreader *s, lua_Integer expected) {
   size_t n = s->len;
-  lua_pushlstring(L, DATA(s), n);
-  consume(s, n);
+  pushtake(L, s, n);
   if (expected >= 0) {
     lua_pushinteger(L, expected);
     lua_pushfstring(L, "%I bytes read on a total of %I expected bytes",
@@ -265,6 +359,15 @@ static const char *checkbytes (lua_State *L, int i, const char *fname,
   return lua_tolstring(L, i + 1, len);
 }
 
+/* A separator argument (at i + 1): a non-empty string. */
+static const char *checksep (lua_State *L, int i, size_t *seplen) {
+  const char *sep = checkbytes(L, i, "readuntil", seplen);
+  if (*seplen == 0)
+    luaL_error(L, "bad argument #%d to 'readuntil' (separator should be "
+               "at least one-byte string)", i);
+  return sep;
+}
+
 /* }====================================================== */
 
 
@@ -294,14 +397,14 @@ static int core_streamreader (lua_State *L) {
   s = (streamreader *)lua_newuserdatauv(L, sizeof(streamreader), SR_UV_COUNT);
   memset(s, 0, sizeof *s);
   s->limit = limit;
-  luaL_setmetatable(L, STREAMREADER_MT);
+  loom__setmt(L, LOOM_TSTREAMREADER);
   return 1;
 }
 
 /*
 ** feed_data(data): appends data and wakes the waiter; past twice the
 ** limit, pauses the transport (asyncio: "feed_data after feed_eof" is an
-** assertion; here an error).
+** assertion; here an error). Into an empty buffer, data is kept as it is.
 */
 static int streamreader_feed_data (lua_State *L) {
   streamreader *s = checkreader(L);
@@ -311,8 +414,65 @@ static int streamreader_feed_data (lua_State *L) {
     return luaL_error(L, "feed_data: called after feed_eof");
   if (n == 0)
     return 0;
-  reserve(L, s, n);
-  memcpy(DATA(s) + s->len, p, n);
+  if (s->len == 0) {
+    lua_settop(L, 2);
+    lua_setiuservalue(L, 1, SR_UV_KEPT);
+    s->kept = p;
+    s->start = 0;
+    s->len = n;
+  }
+  else {
+    reserve(L, s, n);
+    memcpy(s->buf + s->start + s->len, p, n);
+    s->len += n;
+  }
+  wakeup(L, 0);
+  if (!s->paused && s->len > 2 * (size_t)s->limit
+      && lua_getiuservalue(L, 1, SR_UV_TRANSPORT) != LUA_TNIL) {
+    lua_pop(L, 1);
+    s->paused = 1;
+    calltransport(L, "pause_reading");
+  }
+  return 0;
+}
+
+/*
+** _protocol_data_received(proto, data): the data_received of
+** lua/loom/streams.lua's StreamReaderProtocol, proto._reader:feed_data(
+** data) without a Lua frame on the hot path of reading.
+*/
+static int core_protocol_data_received (lua_State *L) {
+  lua_settop(L, 2);
+  lua_getfield(L, 1, "_reader");
+  lua_replace(L, 1);
+  return streamreader_feed_data(L);
+}
+
+/*
+** The transport's sink (see stream.h): room for its next read at the end
+** of the buffer, unless a kept string is there (its bytes must move, which
+** needs Lua) or EOF was fed (the data will be an error).
+*/
+int loom__sink_room (void *sink, uv_buf_t *buf) {
+  streamreader *s = (streamreader *)sink;
+  if (s->kept != NULL || s->eof || !makeroom(s, SINK_ROOM))
+    return 0;
+  buf->base = s->buf + s->start + s->len;
+  buf->len = s->cap - s->start - s->len;
+  return 1;
+}
+
+/* sink_fed(reader, n [, p]): see stream.h. */
+int loom__sink_fed (lua_State *L) {
+  streamreader *s = (streamreader *)lua_touserdata(L, 1);
+  size_t n = (size_t)lua_tointeger(L, 2);
+  if (s->eof)
+    return luaL_error(L, "feed_data: called after feed_eof");
+  if (lua_islightuserdata(L, 3)) {      /* read elsewhere: copy */
+    const char *p = (const char *)lua_touserdata(L, 3);
+    reserve(L, s, n);
+    memcpy(s->buf + s->start + s->len, p, n);
+  }
   s->len += n;
   wakeup(L, 0);
   if (!s->paused && s->len > 2 * (size_t)s->limit
@@ -322,6 +482,25 @@ static int streamreader_feed_data (lua_State *L) {
     calltransport(L, "pause_reading");
   }
   return 0;
+}
+
+/*
+** _stream_sink(transport, reader): makes reader, whose transport it is,
+** the sink of a transport of stream.c, for the StreamReaderProtocol whose
+** data_received would only feed it; returns whether it did.
+*/
+static int core_stream_sink (lua_State *L) {
+  loom_tcp_ud *u = (loom_tcp_ud *)luaL_testudata(L, 1, TRANSPORT_MT);
+  streamreader *s = (streamreader *)loom__testud(L, 2, LOOM_TSTREAMREADER);
+  lua_settop(L, 2);
+  if (u == NULL || u->c == NULL || s == NULL || s->tud != u) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  u->c->sink = s;
+  lua_setiuservalue(L, 1, TUV_SINK);
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int streamreader_feed_eof (lua_State *L) {
@@ -366,7 +545,7 @@ static int streamreader_exception (lua_State *L) {
 ** pause_reading and resume_reading methods. Set once, as in asyncio.
 */
 static int streamreader_set_transport (lua_State *L) {
-  checkreader(L);
+  streamreader *s = checkreader(L);
   if (lua_isnoneornil(L, 2))
     return luaL_error(L, "bad argument #1 to 'set_transport' (transport "
                       "expected, got %s)", luaL_typename(L, 2));
@@ -374,6 +553,7 @@ static int streamreader_set_transport (lua_State *L) {
     return luaL_error(L, "set_transport: transport already set");
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, 1, SR_UV_TRANSPORT);
+  s->tud = (loom_tcp_ud *)luaL_testudata(L, 2, TRANSPORT_MT);
   return 0;
 }
 
@@ -382,67 +562,16 @@ static int streamreader_set_transport (lua_State *L) {
 
 /*
 ** {======================================================
-** Waiting (the Lua side awaits the future)
+** Tries: push the result and return 1, return 0 when the buffer cannot
+** answer yet, or raise
 ** =======================================================
 */
 
 /*
-** _set_waiter(fut, fname): makes fut the waiter that the next feed wakes.
-** Raises when another read is waiting already. A paused transport is
-** resumed first: the buffer is full, yet the reader needs more.
+** n > 0: up to n bytes, "" at EOF; n == 0: ""; n == -1: everything once
+** EOF is reached.
 */
-static int streamreader_set_waiter (lua_State *L) {
-  streamreader *s = checkreader(L);
-  const char *fname = luaL_optstring(L, 3, "read");
-  loom__checkfuture(L, 2);
-  if (lua_getiuservalue(L, 1, SR_UV_WAITER) != LUA_TNIL)
-    return luaL_error(L, "%s: called while another coroutine is already "
-                      "waiting for incoming data", fname);
-  if (s->eof)
-    return luaL_error(L, "%s: waiting for data after EOF", fname);
-  if (s->paused) {
-    s->paused = 0;
-    calltransport(L, "resume_reading");
-  }
-  lua_pushvalue(L, 2);
-  lua_setiuservalue(L, 1, SR_UV_WAITER);
-  return 0;
-}
-
-/* _clear_waiter(fut): forgets the waiter if it is still fut. */
-static int streamreader_clear_waiter (lua_State *L) {
-  checkreader(L);
-  lua_settop(L, 2);
-  lua_getiuservalue(L, 1, SR_UV_WAITER);
-  if (lua_rawequal(L, 2, 3)) {
-    lua_pushnil(L);
-    lua_setiuservalue(L, 1, SR_UV_WAITER);
-  }
-  return 0;
-}
-
-/* _limit(): the limit. */
-static int streamreader_limit (lua_State *L) {
-  lua_pushinteger(L, checkreader(L)->limit);
-  return 1;
-}
-
-/* }====================================================== */
-
-
-/*
-** {======================================================
-** Try-reads: a result, nil (more data needed), or an error
-** =======================================================
-*/
-
-/*
-** _try_read(n): n > 0: up to n bytes, "" at EOF; n == 0: ""; n == -1:
-** everything once EOF is reached. nil when the buffer cannot answer yet.
-*/
-static int streamreader_try_read (lua_State *L) {
-  streamreader *s = checkreader(L);
-  lua_Integer n = checksize(L, 1, "read", -1);
+static int tryread (lua_State *L, streamreader *s, lua_Integer n) {
   checkexc(L, s);
   if (n == 0) {
     lua_pushliteral(L, "");
@@ -462,13 +591,9 @@ static int streamreader_try_read (lua_State *L) {
   return take(L, s, (size_t)n < s->len ? (size_t)n : s->len);
 }
 
-/*
-** _try_readexactly(n): exactly n bytes; at EOF with fewer, raises
-** IncompleteReadError (and the buffer is emptied into .partial).
-*/
-static int streamreader_try_readexactly (lua_State *L) {
-  streamreader *s = checkreader(L);
-  lua_Integer n = checksize(L, 1, "readexactly", 0);
+/* Exactly n bytes; at EOF with fewer, raises IncompleteReadError (and the
+** buffer is emptied into .partial). */
+static int tryexactly (lua_State *L, streamreader *s, lua_Integer n) {
   checkexc(L, s);
   if (n == 0) {
     lua_pushliteral(L, "");
@@ -490,26 +615,27 @@ static const char *findsep (const char *p, size_t n, const char *sep,
 }
 
 /*
-** The search of asyncio's readuntil from the scan position pos (an
-** absolute position, as a previous call returned it; 0 or none: from the
-** start). Returns the index of the separator (>= 0); or -1 after pushing
-** nil and the scan position to resume from. Raises LimitOverrunError and
-** IncompleteReadError as asyncio does.
+** The data up to and including sep, searched from the scan position *pos
+** (an absolute position, as a previous try left it; 0: from the start).
+** When the separator is not there yet, *pos is where the next try
+** resumes, so that bytes already searched are not searched again. Raises
+** LimitOverrunError and IncompleteReadError as asyncio does.
 */
-static lua_Integer scan (lua_State *L, streamreader *s, const char *sep,
-                         size_t seplen, lua_Integer pos) {
+static int tryuntil (lua_State *L, streamreader *s, const char *sep,
+                     size_t seplen, lua_Integer *pos) {
   size_t offset = 0;
-  pos -= s->consumed;                 /* bytes consumed since: rescan */
-  if (pos > 0)
-    offset = (lua_Unsigned)pos > s->len ? s->len : (size_t)pos;
+  lua_Integer rel = *pos - s->consumed;   /* bytes consumed since: rescan */
+  checkexc(L, s);
+  if (rel > 0)
+    offset = (lua_Unsigned)rel > s->len ? s->len : (size_t)rel;
   if (s->len >= offset + seplen) {
-    const char *p = findsep(DATA(s) + offset, s->len - offset, sep, seplen);
+    const char *p = findsep(data(s) + offset, s->len - offset, sep, seplen);
     if (p != NULL) {
-      lua_Integer isep = (lua_Integer)(p - DATA(s));
+      lua_Integer isep = (lua_Integer)(p - data(s));
       if (isep > s->limit)
         return overrun(L, "Separator is found, but chunk is longer than "
                        "limit", isep);
-      return isep;
+      return take(L, s, (size_t)isep + seplen);
     }
     offset = s->len + 1 - seplen;
     if (offset > (size_t)s->limit)
@@ -518,50 +644,29 @@ static lua_Integer scan (lua_State *L, streamreader *s, const char *sep,
   }
   if (s->eof)
     return incomplete(L, s, -1);
-  lua_pushnil(L);
-  lua_pushinteger(L, s->consumed + (lua_Integer)offset);
-  return -1;
+  *pos = s->consumed + (lua_Integer)offset;
+  return 0;
 }
 
 /*
-** _try_readuntil(sep [, pos]): the data up to and including sep; or nil
-** and a scan position to pass back on the next try, so that bytes already
-** searched are not searched again.
+** readuntil("\n") with asyncio's readline rules: at EOF the partial line
+** (maybe ""); past the limit, the line (or the whole buffer, when no
+** newline is in it) is dropped and a plain error raised. *pos as for
+** tryuntil.
 */
-static int streamreader_try_readuntil (lua_State *L) {
-  streamreader *s = checkreader(L);
-  size_t seplen;
-  const char *sep = checkbytes(L, 1, "readuntil", &seplen);
-  lua_Integer pos = luaL_optinteger(L, 3, 0), isep;
-  if (seplen == 0)
-    return luaL_error(L, "bad argument #1 to 'readuntil' (separator should "
-                      "be at least one-byte string)");
-  checkexc(L, s);
-  isep = scan(L, s, sep, seplen, pos);
-  if (isep < 0)
-    return 2;
-  return take(L, s, (size_t)isep + seplen);
-}
-
-/*
-** _try_readline([pos]): readuntil("\n") with asyncio's readline rules: at
-** EOF the partial line (maybe ""); past the limit, the line (or the whole
-** buffer, when no newline is in it) is dropped and a plain error raised.
-*/
-static int streamreader_try_readline (lua_State *L) {
-  streamreader *s = checkreader(L);
-  lua_Integer pos = luaL_optinteger(L, 2, 0) - s->consumed;
+static int tryline (lua_State *L, streamreader *s, lua_Integer *pos) {
+  lua_Integer rel = *pos - s->consumed;
   size_t offset = 0, len = s->len;
   checkexc(L, s);
-  if (pos > 0)
-    offset = (lua_Unsigned)pos > len ? len : (size_t)pos;
+  if (rel > 0)
+    offset = (lua_Unsigned)rel > len ? len : (size_t)rel;
   if (len > offset) {
-    const char *p = (const char *)memchr(DATA(s) + offset, '\n',
+    const char *p = (const char *)memchr(data(s) + offset, '\n',
                                          len - offset);
     if (p != NULL) {
-      size_t isep = (size_t)(p - DATA(s));
+      size_t isep = (size_t)(p - data(s));
       if (isep > (size_t)s->limit) {
-        consume(s, isep + 1);                 /* drop through the newline */
+        consume(L, s, isep + 1);              /* drop through the newline */
         maybe_resume(L, s);
         return luaL_error(L, "readline: Separator is found, but chunk is "
                           "longer than limit");
@@ -570,7 +675,7 @@ static int streamreader_try_readline (lua_State *L) {
     }
     offset = len;
     if (offset > (size_t)s->limit) {
-      consume(s, len);                        /* no newline: drop it all */
+      consume(L, s, len);                     /* no newline: drop it all */
       maybe_resume(L, s);
       return luaL_error(L, "readline: Separator is not found, and chunk "
                         "exceed the limit");
@@ -578,18 +683,421 @@ static int streamreader_try_readline (lua_State *L) {
   }
   if (s->eof)
     return take(L, s, len);                   /* the partial line */
+  *pos = s->consumed + (lua_Integer)offset;
+  return 0;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Reads that wait
+** =======================================================
+*/
+
+/*
+** The stack of a read while it runs, from its entry to each of its
+** continuations:
+**   read        self, n (an integer)
+**   read()      self, nil, blocks (a table of the blocks read so far)
+**   readexactly self, n (an integer)
+**   readuntil   self, sep, scan position
+**   readline    self, scan position
+*/
+static int readop (lua_State *L, int op);
+
+/* The stack height of each read while it runs (see above). */
+static const int oparity[] = {2, 3, 2, 3, 2};
+
+static int readop_k (lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  /* the waiter is above the read's values: raises when it was cancelled
+  ** (or the task was) or failed */
+  loom__await_resumed(L, oparity[ctx] + 1);
+  lua_settop(L, oparity[ctx]);
+  return readop(L, (int)ctx);
+}
+
+/* Whether the waiter at the top (nil or a future) is pending. */
+static int waiting (lua_State *L) {
+  loom_future *f = (loom_future *)lua_touserdata(L, -1);
+  return f != NULL && f->state == LOOM_PENDING;
+}
+
+/*
+** Awaits the next feed_data, feed_eof or set_exception, then goes on with
+** the read op in its continuation. Raises when another read waits already
+** or when no loop runs; outside a task, await raises (and no waiter is
+** left behind). A paused transport is resumed first: the buffer is full,
+** yet the reader needs more.
+*/
+static int waitfor (lua_State *L, streamreader *s, int op) {
+  const char *fname = opnames[op];
+  loom_loop *loop = loom__running();
+  loom_future *f;
+  int intask;
+  if (loop == NULL || loop->self_ref == LUA_NOREF)
+    return luaL_error(L, "%s: no running event loop", fname);
+  lua_getiuservalue(L, 1, SR_UV_WAITER);
+  if (waiting(L))
+    return luaL_error(L, "%s: called while another coroutine is already "
+                      "waiting for incoming data", fname);
+  if (s->eof)
+    return luaL_error(L, "%s: waiting for data after EOF", fname);
+  intask = loop->current != NULL && loop->current->co == L;
+  if (intask && s->paused) {
+    s->paused = 0;
+    calltransport(L, "resume_reading");
+  }
+  f = (loom_future *)lua_touserdata(L, -1);
+  if (!intask) {        /* await raises the error for where we are */
+    lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, loop->self_ref);
+    loom__future_new(L, loop, -1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &await_key);
+    lua_insert(L, -2);
+    lua_call(L, 1, 0);
+    lua_pop(L, 1);
+    return readop(L, op);
+  }
+  if (!s->ownwaiter || f == NULL || f->loop != loop
+      || !loom__future_rearm(L, f, -1)) {
+    lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, loop->self_ref);
+    loom__future_new(L, loop, -1);
+    lua_remove(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, SR_UV_WAITER);
+    s->ownwaiter = 1;
+  }
+  return loom__await_yield(L, -1, op, readop_k);
+}
+
+/* read() and read(-1): blocks of limit bytes until EOF, joined. */
+static int readall (lua_State *L, streamreader *s) {
+  lua_Integer i, n;
+  luaL_Buffer b;
+  for (;;) {
+    if (!tryread(L, s, s->limit))
+      return waitfor(L, s, OP_READALL);
+    if (lua_rawlen(L, -1) == 0)
+      break;
+    lua_rawseti(L, 3, (lua_Integer)lua_rawlen(L, 3) + 1);
+  }
+  lua_pop(L, 1);
+  n = (lua_Integer)lua_rawlen(L, 3);
+  if (n == 1) {                   /* one block: no copy */
+    lua_rawgeti(L, 3, 1);
+    return 1;
+  }
+  luaL_buffinit(L, &b);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, 3, i);
+    luaL_addvalue(&b);
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+static int readop (lua_State *L, int op) {
+  streamreader *s = (streamreader *)lua_touserdata(L, 1);
+  switch (op) {
+    case OP_READ:
+      if (tryread(L, s, lua_tointeger(L, 2)))
+        return 1;
+      break;
+    case OP_READALL:
+      return readall(L, s);
+    case OP_READEXACTLY:
+      if (tryexactly(L, s, lua_tointeger(L, 2)))
+        return 1;
+      break;
+    case OP_READUNTIL: {
+      size_t seplen;
+      const char *sep = lua_tolstring(L, 2, &seplen);
+      lua_Integer pos = lua_tointeger(L, 3);
+      if (tryuntil(L, s, sep, seplen, &pos))
+        return 1;
+      lua_pushinteger(L, pos);
+      lua_replace(L, 3);
+      break;
+    }
+    default: {  /* OP_READLINE */
+      lua_Integer pos = lua_tointeger(L, 2);
+      if (tryline(L, s, &pos))
+        return 1;
+      lua_pushinteger(L, pos);
+      lua_replace(L, 2);
+      break;
+    }
+  }
+  return waitfor(L, s, op);
+}
+
+/*
+** read([n]): n > 0: up to n bytes, as soon as any are buffered; "" at
+** EOF. n = -1 or none: everything until EOF, read in blocks of limit
+** bytes as asyncio does, so that a paused transport is resumed.
+*/
+static int streamreader_read (lua_State *L) {
+  streamreader *s = checkself(L, "read");
+  int isint;
+  if (lua_gettop(L) != 2)
+    lua_settop(L, 2);
+  else if (lua_tointegerx(L, 2, &isint) > 0 && isint
+           && lua_type(L, 2) == LUA_TNUMBER)
+    return readop(L, OP_READ);          /* read(n), n > 0: the usual case */
+  if (lua_isnil(L, 2) || (lua_type(L, 2) == LUA_TNUMBER
+                          && lua_tonumber(L, 2) == -1)) {
+    checkexc(L, s);
+    lua_pushnil(L);
+    lua_replace(L, 2);
+    lua_newtable(L);
+    return readall(L, s);
+  }
+  lua_pushinteger(L, checksize(L, 1, "read", -1));
+  lua_replace(L, 2);
+  return readop(L, OP_READ);
+}
+
+/* readexactly(n): exactly n bytes; IncompleteReadError at EOF. */
+static int streamreader_readexactly (lua_State *L) {
+  checkself(L, "readexactly");
+  lua_settop(L, 2);
+  lua_pushinteger(L, checksize(L, 1, "readexactly", 0));
+  lua_replace(L, 2);
+  return readop(L, OP_READEXACTLY);
+}
+
+/* readuntil([sep]): the data up to and including sep ("\n" by default). */
+static int streamreader_readuntil (lua_State *L) {
+  size_t seplen;
+  checkself(L, "readuntil");
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2)) {
+    lua_pushliteral(L, "\n");
+    lua_replace(L, 2);
+  }
+  checksep(L, 1, &seplen);
+  lua_pushinteger(L, 0);
+  return readop(L, OP_READUNTIL);
+}
+
+/* readline(): a line with its "\n"; at EOF the last partial line, then "". */
+static int streamreader_readline (lua_State *L) {
+  checkself(L, "readline");
+  lua_settop(L, 1);
+  lua_pushinteger(L, 0);
+  return readop(L, OP_READLINE);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** The tries and the waiter, for Lua
+** =======================================================
+*/
+
+/*
+** _set_waiter(fut, fname): makes fut the waiter that the next feed wakes.
+** Raises when another read is waiting already. A paused transport is
+** resumed first.
+*/
+static int streamreader_set_waiter (lua_State *L) {
+  streamreader *s = checkreader(L);
+  const char *fname = luaL_optstring(L, 3, "read");
+  loom__checkfuture(L, 2);
+  lua_getiuservalue(L, 1, SR_UV_WAITER);
+  if (waiting(L))
+    return luaL_error(L, "%s: called while another coroutine is already "
+                      "waiting for incoming data", fname);
+  if (s->eof)
+    return luaL_error(L, "%s: waiting for data after EOF", fname);
+  if (s->paused) {
+    s->paused = 0;
+    calltransport(L, "resume_reading");
+  }
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, 1, SR_UV_WAITER);
+  s->ownwaiter = 0;
+  return 0;
+}
+
+/* _clear_waiter(fut): forgets the waiter if it is still fut. */
+static int streamreader_clear_waiter (lua_State *L) {
+  checkreader(L);
+  lua_settop(L, 2);
+  lua_getiuservalue(L, 1, SR_UV_WAITER);
+  if (lua_rawequal(L, 2, 3)) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, SR_UV_WAITER);
+  }
+  return 0;
+}
+
+/* _limit(): the limit. */
+static int streamreader_limit (lua_State *L) {
+  lua_pushinteger(L, checkreader(L)->limit);
+  return 1;
+}
+
+/* _try_read(n): tryread; nil when the buffer cannot answer yet. */
+static int streamreader_try_read (lua_State *L) {
+  streamreader *s = checkreader(L);
+  return tryread(L, s, checksize(L, 1, "read", -1));
+}
+
+/* _try_readexactly(n) */
+static int streamreader_try_readexactly (lua_State *L) {
+  streamreader *s = checkreader(L);
+  return tryexactly(L, s, checksize(L, 1, "readexactly", 0));
+}
+
+/*
+** _try_readuntil(sep [, pos]): the data up to and including sep; or nil
+** and a scan position to pass back on the next try.
+*/
+static int streamreader_try_readuntil (lua_State *L) {
+  streamreader *s = checkreader(L);
+  size_t seplen;
+  const char *sep = checksep(L, 1, &seplen);
+  lua_Integer pos = luaL_optinteger(L, 3, 0);
+  if (tryuntil(L, s, sep, seplen, &pos))
+    return 1;
   lua_pushnil(L);
-  lua_pushinteger(L, s->consumed + (lua_Integer)offset);
+  lua_pushinteger(L, pos);
+  return 2;
+}
+
+/* _try_readline([pos]): as _try_readuntil("\n"), with readline's rules. */
+static int streamreader_try_readline (lua_State *L) {
+  streamreader *s = checkreader(L);
+  lua_Integer pos = luaL_optinteger(L, 2, 0);
+  if (tryline(L, s, &pos))
+    return 1;
+  lua_pushnil(L);
+  lua_pushinteger(L, pos);
   return 2;
 }
 
 /* }====================================================== */
 
 
+/*
+** {======================================================
+** StreamWriter's write and drain
+** =======================================================
+*/
+
+/*
+** lua/loom/streams.lua's StreamWriter is a Lua table. Its write and
+** drain run for every chunk of an echo or a pipeline, so a writer whose
+** reader is a StreamReader over a transport of stream.c gets them as C
+** closures bound to its reader (_writer_bind): write goes straight to
+** the transport, and drain answers from the reader's exception, the
+** transport's state and the protocol's write flow (paused, lost), which
+** the protocol copies into the reader (_write_flow). Anything else (a
+** bad self, a data that is not a string, a drain that must wait or
+** raise) calls the Lua method. The binding holds the transport the
+** writer was made with: writer.transport is read-only, as asyncio's
+** property is. Upvalues: the writer, its reader, the Lua method.
+*/
+enum { B_WRITER = 1, B_READER, B_LUA, B_NUPVALUES = B_LUA };
+
+static int bound_k (lua_State *L, int status, lua_KContext ctx) {
+  (void)L; (void)status; (void)ctx;
+  return 0;
+}
+
+/* Calls the Lua method with the arguments on the stack. */
+static int bound_lua (lua_State *L) {
+  lua_pushvalue(L, lua_upvalueindex(B_LUA));
+  lua_insert(L, 1);
+  lua_callk(L, lua_gettop(L) - 1, 0, 0, bound_k);   /* drain may wait */
+  return 0;
+}
+
+/* Whether self is the writer of the closure. */
+#define isbound(L) \
+  (lua_topointer(L, 1) == lua_topointer(L, lua_upvalueindex(B_WRITER)))
+
+/* writer:write(data) */
+static int bound_write (lua_State *L) {
+  streamreader *s = (streamreader *)lua_touserdata(L,
+                                                   lua_upvalueindex(B_READER));
+  if (isbound(L) && lua_type(L, 2) == LUA_TSTRING) {
+    lua_settop(L, 2);
+    lua_getiuservalue(L, lua_upvalueindex(B_READER), SR_UV_TRANSPORT);
+    lua_replace(L, 1);                  /* transport, data */
+    loom__stream_write(L, s->tud);
+    return 0;
+  }
+  return bound_lua(L);
+}
+
+/* writer:drain(): returns at once while the transport is open, the reader
+** has no error and the protocol is neither paused nor lost. */
+static int bound_drain (lua_State *L) {
+  streamreader *s = (streamreader *)lua_touserdata(L,
+                                                   lua_upvalueindex(B_READER));
+  loom_conn *c = s->tud->c;
+  if (isbound(L) && !s->hasexc && !s->wpaused && !s->wlost && c != NULL
+      && !c->closing && !c->closed)
+    return 0;
+  return bound_lua(L);
+}
+
+/*
+** _writer_bind(writer, reader, transport, write, drain) -> write, drain:
+** C closures over the Lua methods write and drain for the writer, when
+** reader is a StreamReader whose transport is transport, one of
+** stream.c; nothing otherwise.
+*/
+static int core_writer_bind (lua_State *L) {
+  static const lua_CFunction fs[] = {bound_write, bound_drain};
+  streamreader *s = (streamreader *)loom__testud(L, 2, LOOM_TSTREAMREADER);
+  int i;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TFUNCTION);
+  luaL_checktype(L, 5, LUA_TFUNCTION);
+  if (s == NULL || s->tud == NULL)
+    return 0;
+  lua_getiuservalue(L, 2, SR_UV_TRANSPORT);
+  if (!lua_rawequal(L, 3, -1))
+    return 0;
+  for (i = 0; i < 2; i++) {
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 4 + i);
+    lua_pushcclosure(L, fs[i], B_NUPVALUES);
+  }
+  return 2;
+}
+
+/*
+** _write_flow(paused, lost): the write flow of the reader's protocol, as
+** it changes (for the bound drain).
+*/
+static int streamreader_write_flow (lua_State *L) {
+  streamreader *s = checkreader(L);
+  s->wpaused = (uint8_t)lua_toboolean(L, 2);
+  s->wlost = (uint8_t)lua_toboolean(L, 3);
+  return 0;
+}
+
+/* }====================================================== */
+
+
 static int streamreader_gc (lua_State *L) {
-  streamreader *s = (streamreader *)luaL_checkudata(L, 1, STREAMREADER_MT);
+  streamreader *s = checkreader(L);
+  if (s->tud != NULL && s->tud->c != NULL && s->tud->c->sink == s)
+    s->tud->c->sink = NULL;               /* no read into freed memory */
   free(s->buf);
   s->buf = NULL;
+  s->kept = NULL;
   s->start = s->len = s->cap = 0;
   return 0;
 }
@@ -609,7 +1117,8 @@ static int streamreader_tostring (lua_State *L) {
     lua_pushfstring(L, " limit=%I", s->limit);
     luaL_addvalue(&b);
   }
-  if (lua_getiuservalue(L, 1, SR_UV_WAITER) != LUA_TNIL) {
+  lua_getiuservalue(L, 1, SR_UV_WAITER);
+  if (waiting(L)) {
     lua_pop(L, 1);
     luaL_addstring(&b, " waiter");
   }
@@ -625,12 +1134,17 @@ static int streamreader_tostring (lua_State *L) {
 }
 
 static const luaL_Reg streamreader_methods[] = {
+  {"read", streamreader_read},
+  {"readexactly", streamreader_readexactly},
+  {"readuntil", streamreader_readuntil},
+  {"readline", streamreader_readline},
   {"feed_data", streamreader_feed_data},
   {"feed_eof", streamreader_feed_eof},
   {"at_eof", streamreader_at_eof},
   {"set_exception", streamreader_set_exception},
   {"exception", streamreader_exception},
   {"set_transport", streamreader_set_transport},
+  {"_write_flow", streamreader_write_flow},
   {"_set_waiter", streamreader_set_waiter},
   {"_clear_waiter", streamreader_clear_waiter},
   {"_limit", streamreader_limit},
@@ -649,21 +1163,26 @@ static const luaL_Reg streamreader_metamethods[] = {
 
 static const luaL_Reg streambuf_functions[] = {
   {"_StreamReader", core_streamreader},
+  {"_protocol_data_received", core_protocol_data_received},
+  {"_writer_bind", core_writer_bind},
+  {"_stream_sink", core_stream_sink},
   {NULL, NULL}
 };
 
 /*
-** Opens the StreamReader type, and _StreamReader into the module table
-** at the top of the stack. lua/loom/streams.lua interposes the waiting
-** methods.
+** Fills the StreamReader type (a core type: its metatable exists) and
+** opens _StreamReader into the module table at the top of the stack.
+** lua/loom/streams.lua interposes lines().
 */
 int loom__open_streambuf (lua_State *L) {
-  luaL_newmetatable(L, STREAMREADER_MT);
-  luaL_setfuncs(L, streamreader_metamethods, 0);
+  luaL_getmetatable(L, LOOM_STREAMREADER_MT);
+  loom__setfuncs(L, streamreader_metamethods);
   lua_newtable(L);
-  loom__setfuncs(L, streamreader_methods);   /* needs the core's types */
+  loom__setfuncs(L, streamreader_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   loom__setfuncs(L, streambuf_functions);
+  lua_getfield(L, -1, "await");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &await_key);
   return 0;
 }

@@ -557,6 +557,40 @@ static int core_await (lua_State *L) {
   return lua_yieldk(L, 2, 0, await_k);
 }
 
+/*
+** For the core's C functions that await (streambuf.c's reads), without a
+** call of await: L must be the coroutine of the running task and the
+** future at fidx a pending future of the task's loop (the caller checks
+** both). Suspends the task until the future is done; k then resumes the
+** function with the stack it had at the call (plus the cancel message on
+** top when the task is being cancelled), and must call
+** loom__await_resumed first.
+*/
+int loom__await_yield (lua_State *L, int fidx, lua_KContext ctx,
+                       lua_KFunction k) {
+  fidx = lua_absindex(L, fidx);
+  lua_pushlightuserdata(L, (void *)&await_key);
+  lua_pushvalue(L, fidx);
+  return lua_yieldk(L, 2, ctx, k);
+}
+
+/*
+** What await does once resumed, for the future at fidx that
+** loom__await_yield waited on: raises CancelledError when the task was
+** cancelled, or the future's error; else pushes its results and returns
+** how many.
+*/
+int loom__await_resumed (lua_State *co, int fidx) {
+  loom_task *t = resumed(co);
+  if (t->throw_cancel) {
+    t->throw_cancel = 0;
+    return raise_cancel(co);
+  }
+  fidx = lua_absindex(co, fidx);
+  return loom__future_push_results(co, (loom_future *)lua_touserdata(co, fidx),
+                                   fidx);
+}
+
 /* Stack: delay, values... [, cancel message] */
 static int sleep_k (lua_State *co, int status, lua_KContext ctx) {
   loom_task *t = resumed(co);

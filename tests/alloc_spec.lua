@@ -7,16 +7,16 @@ local H = require "helper"
 H.setup()
 
 describe("allocator", function()
-  it("#alloc strings of every size up to 3000 bytes keep their bytes", function()
+  it("#alloc strings of every size up to 6000 bytes keep their bytes", function()
     local kept = {}
-    for n = 1, 3000 do
+    for n = 1, 6000 do
       kept[n] = string.rep(string.char(n % 251 + 1), n)
     end
     collectgarbage()
-    for n = 1, 3000, 7 do kept[n] = nil end  -- free some, reuse them below
+    for n = 1, 6000, 7 do kept[n] = nil end  -- free some, reuse them below
     collectgarbage()
-    for n = 1, 3000, 7 do kept[n] = string.rep(string.char(n % 251 + 1), n) end
-    for n = 1, 3000 do
+    for n = 1, 6000, 7 do kept[n] = string.rep(string.char(n % 251 + 1), n) end
+    for n = 1, 6000 do
       local s = kept[n]
       assert.equal(n, #s)
       assert.equal(string.rep(string.char(n % 251 + 1), n), s)

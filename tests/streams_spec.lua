@@ -65,6 +65,12 @@ describe("StreamReader construction", function()
       raised(r.read, 42, 1))
     contains("bad argument #1 to 'lines' (loom.StreamReader expected, got table)",
       raised(r.lines, {}))
+    contains("bad argument #1 to 'readexactly' (loom.StreamReader expected, got no value)",
+      raised(r.readexactly))
+    contains("bad argument #1 to 'readuntil' (loom.StreamReader expected, got string)",
+      raised(r.readuntil, "\n"))
+    contains("bad argument #1 to 'readline' (loom.StreamReader expected, got loom.Future)",
+      raised(r.readline, H.loop():create_future()))
   end)
 end)
 
@@ -387,6 +393,214 @@ describe("StreamReader waiting", function()
     loop:call_later(1, function() r:feed_eof() end)
     assert.equal("", loop:run_until_complete(function() return r:read(10) end))
     assert.is_true(r:at_eof())
+  end)
+end)
+
+describe("StreamReader waiter", function()
+  it("a cancelled read leaves no waiter behind", function()
+    local loop = H.loop()
+    local r = StreamReader()
+    local t = loop:create_task(function() return r:read(10) end)
+    loop:run_until_complete(function() loom.sleep(0.01) end)
+    assert.equal("<StreamReader waiter>", tostring(r))
+    t:cancel()
+    loop:run_until_complete(function() pcall(loom.await, t) end)
+    assert.is_true(t:cancelled())
+    assert.equal("<StreamReader>", tostring(r))
+    loop:call_later(0.01, function() r:feed_data("next") end)
+    assert.equal("next", loop:run_until_complete(function()
+      return r:read(10)
+    end))
+  end)
+
+  it("a read from a plain coroutine inside a task fails and leaves no waiter", function()
+    local loop = H.loop()
+    local r = StreamReader()
+    local e = loop:run_until_complete(function()
+      local ok, err = coroutine.wrap(function() return pcall(r.read, r, 1) end)()
+      assert.is_false(ok)
+      return err
+    end)
+    contains("not a task", e)
+    assert.equal("<StreamReader>", tostring(r))
+    loop:call_later(0.01, function() r:feed_data("x") end)
+    assert.equal("x", loop:run_until_complete(function() return r:read(1) end))
+  end)
+
+  it("waits again and again, cancelled waits and an error between them", function()
+    local loop = H.loop()
+    local r = StreamReader()
+    local got = {}
+    for round = 1, 3 do
+      -- one task waits 50 times in a row
+      for i = 1, 50 do
+        loop:call_later(0.001 * i, function() r:feed_data(round .. ":" .. i .. ";") end)
+      end
+      loop:run_until_complete(function()
+        for _ = 1, 50 do got[#got + 1] = r:readuntil(";") end
+      end)
+      -- a wait cancelled with a message, then one cancelled before it ran
+      local t = loop:create_task(function() return r:read(1) end)
+      loop:run_until_complete(function() loom.sleep(0.01) end)
+      t:cancel("stop")
+      loop:run_until_complete(function() pcall(loom.await, t) end)
+      assert.is_true(t:cancelled())
+      local t2 = loop:create_task(function() return r:read(1) end)
+      t2:cancel()
+      loop:run_until_complete(function() pcall(loom.await, t2) end)
+      assert.equal("<StreamReader>", tostring(r))
+    end
+    assert.equal(150, #got)
+    assert.equal("3:50;", got[150])
+    local boom = { "boom" }
+    loop:call_later(0.01, function() r:set_exception(boom) end)
+    local t = loop:create_task(function() return r:readline() end)
+    loop:run_until_complete(function() pcall(loom.await, t) end)
+    assert.equal(boom, failure(t))
+  end)
+
+  it("every waiting read wakes on feed_data, feed_eof and set_exception", function()
+    local loop = H.loop()
+    local reads = {
+      function(r) return r:read(2) end,
+      function(r) return r:read() end,
+      function(r) return r:readexactly(2) end,
+      function(r) return r:readuntil("!") end,
+      function(r) return r:readline() end,
+    }
+    for i, f in ipairs(reads) do
+      local r = StreamReader()
+      feeder(loop, r, { "a", "b!\n", "c" }, true)
+      local got = loop:run_until_complete(function() return f(r) end)
+      assert.equal(({ "a", "ab!\nc", "ab", "ab!", "ab!\n" })[i], got)
+      local r2 = StreamReader()
+      local boom = { "boom" }
+      loop:call_later(0.01, function() r2:set_exception(boom) end)
+      local t = loop:create_task(f, r2)
+      loop:run_until_complete(function() pcall(loom.await, t) end)
+      assert.equal(boom, failure(t))
+    end
+  end)
+end)
+
+describe("StreamReader kept strings", function()
+  -- Data fed into an empty buffer is kept as the string itself; these
+  -- go through every way out of that state.
+
+  it("reads a kept string whole, in parts, and after more data", function()
+    local r = StreamReader()
+    r:feed_data("hello world")
+    assert.equal("<StreamReader 11 bytes>", tostring(r))
+    assert.equal("hello world", r:read(100))
+    r:feed_data("hello world")
+    assert.equal("hello", r:read(5))
+    assert.equal(" ", r:read(1))
+    assert.equal("world", r:read(5))
+    assert.equal("<StreamReader>", tostring(r))
+    r:feed_data("abc")                         -- kept
+    assert.equal("a", r:read(1))               -- partial read of it
+    r:feed_data("def")                         -- "bc" moves to the buffer
+    r:feed_data("ghi")
+    assert.equal("bcdefgh", r:read(7))
+    r:feed_data("jk")
+    assert.equal("ijk", r:read(10))
+    local s = "same"
+    r:feed_data(s)
+    r:feed_data(s)
+    assert.equal("samesame", r:read(8))
+  end)
+
+  it("readline and readuntil across a kept string and a copied chunk", function()
+    local r = StreamReader()
+    r:feed_data("ab")
+    r:feed_data("c\nd")
+    assert.equal("abc\n", r:readline())
+    r:feed_data("e\nf")
+    assert.equal("de\n", r:readline())
+    assert.equal("f", r:read(5))
+    r:feed_data("12$")
+    r:feed_data("$34")
+    assert.equal("12$$", r:readuntil("$$"))
+    assert.equal("34", r:readexactly(2))
+    local loop = H.loop()
+    feeder(loop, r, { "no newline yet", " still", " done\nrest" })
+    assert.equal("no newline yet still done\n", loop:run_until_complete(function()
+      return r:readline()
+    end))
+    feeder(loop, r, { "ab", "cd|", "|" })
+    assert.equal("restabcd||", loop:run_until_complete(function()
+      return r:readuntil("||")
+    end))
+  end)
+
+  it("keeps the limit rules on a kept string", function()
+    local r = StreamReader{ limit = 4 }
+    r:feed_data("abcdefgh")
+    local e = raised(r.readuntil, r, ";")
+    assert.is_true(LimitOverrunError:is(e))
+    assert.equal(8, e.consumed)
+    assert.equal("abcdefgh", r:read(100))     -- the data stayed
+    r:feed_data("abcdef;")
+    e = raised(r.readuntil, r, ";")
+    assert.is_true(LimitOverrunError:is(e))
+    assert.equal(6, e.consumed)
+    assert.equal("abcdef;", r:readexactly(7))
+    r:feed_data("abcdefgh")
+    contains("Separator is not found", raised(r.readline, r))
+    assert.equal("<StreamReader limit=4>", tostring(r))   -- dropped
+    r:feed_data("abcdefg\nxy")
+    contains("Separator is found, but chunk is longer than limit",
+      raised(r.readline, r))
+    r:feed_eof()
+    assert.equal("xy", r:readline())
+    assert.equal("", r:readline())
+  end)
+
+  it("raises a set exception over kept data", function()
+    local r = StreamReader()
+    r:feed_data("abc")
+    local boom = { "boom" }
+    r:set_exception(boom)
+    assert.equal(boom, raised(r.read, r, 1))
+    assert.equal(boom, raised(r.readuntil, r, "c"))
+    assert.equal(boom, raised(r.readexactly, r, 1))
+  end)
+
+  it("gives kept bytes at EOF to IncompleteReadError and read()", function()
+    local r = StreamReader()
+    r:feed_data("abc")
+    r:feed_eof()
+    local e = raised(r.readexactly, r, 5)
+    assert.is_true(IncompleteReadError:is(e))
+    assert.equal("abc", e.partial)
+    assert.is_true(r:at_eof())
+    local r2 = StreamReader()
+    r2:feed_data("abcdef")
+    assert.equal("ab", r2:read(2))
+    r2:feed_eof()
+    e = raised(r2.readuntil, r2, "x")
+    assert.equal("cdef", e.partial)
+    assert.is_nil(e.expected)
+    local r3 = StreamReader()
+    local big = string.rep("0123456789abcdef", 65536)
+    r3:feed_data(big)
+    r3:feed_eof()
+    assert.is_true(big == r3:read())
+    assert.is_true(r3:at_eof())
+  end)
+
+  it("counts kept bytes for flow control", function()
+    local r = StreamReader{ limit = 4 }
+    local calls = {}
+    r:set_transport({
+      pause_reading = function() calls[#calls + 1] = "pause" end,
+      resume_reading = function() calls[#calls + 1] = "resume" end,
+    })
+    r:feed_data("123456789")
+    assert.same({ "pause" }, calls)
+    assert.equal("12345", r:read(5))
+    assert.same({ "pause", "resume" }, calls)
+    assert.equal("6789", r:read(5))
   end)
 end)
 

@@ -214,6 +214,42 @@ describe("streams over TCP", function()
     end)
   end)
 
+  it("drain: at once while open, the reader's error, one yield while closing", function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(echo_blocks, "127.0.0.1", 0)
+      local r, w = loom.open_connection("127.0.0.1", port_of(server))
+      -- Open and not paused: drain returns without yielding.
+      local ticks = 0
+      local ticker = loom.create_task(function()
+        while true do ticks = ticks + 1; loom.sleep(0) end
+      end)
+      loom.sleep(0)
+      local before = ticks
+      for _ = 1, 100 do w:write("x"); w:drain() end
+      assert.are.equal(before, ticks)
+      assert.are.equal(("x"):rep(100), r:readexactly(100))
+      -- An error set on the reader by hand: drain raises it.
+      local boom = { "boom" }
+      r:set_exception(boom)
+      assert.are.equal(boom, raised(w.drain, w))
+      -- Closing the transport itself (not through the writer): drain
+      -- yields once, connection_lost has not come yet, so it returns.
+      local r2, w2 = loom.open_connection("127.0.0.1", port_of(server))
+      w2.transport:close()
+      before = ticks
+      w2:drain()
+      assert.are.equal(before + 1, ticks)
+      w2:wait_closed()
+      local e = raised(w2.drain, w2)
+      assert.are.equal("ECONNRESET", e.code)
+      assert.are.equal("", r2:read(10))
+      ticker:cancel()
+      w:close()
+      shut(server)
+    end)
+  end)
+
   it("wait_closed and reads raise the error the connection was lost with", function()
     local loop = rtloop()
     run(loop, function()
@@ -383,6 +419,92 @@ describe("streams over TCP", function()
       w:close()
       w:wait_closed()
       assert.is_true(reader:at_eof())
+      shut(server)
+    end)
+  end)
+
+  it("writers bound to their reader and writers by hand behave alike", function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(echo_lines, "127.0.0.1", 0)
+      -- open_connection's writer has write and drain bound in C
+      local r1, w1 = loom.open_connection("127.0.0.1", port_of(server))
+      assert.are.equal("function", type(rawget(w1, "drain")))
+      -- a writer whose reader is not its protocol's uses the Lua methods
+      local reader = loom.StreamReader()
+      local proto = loom.StreamReaderProtocol(reader)
+      local t = loop:create_connection(function() return proto end,
+                                       "127.0.0.1", port_of(server))
+      local r2 = loom.StreamReader()
+      local w2 = loom.StreamWriter(t, proto, r2)
+      assert.is_nil(rawget(w2, "drain"))
+      for _, c in ipairs{{r1, w1}, {reader, w2}} do
+        local r, w = c[1], c[2]
+        w:write("a line\n")
+        w:drain()
+        assert.are.equal("a line\n", r:readline())
+        contains("string expected", raised(w.write, w, 42))
+        contains("bad argument #1 to 'drain' (loom.StreamWriter expected, got string)",
+          raised(w.drain, "x"))
+        -- paused for writing: drain waits for resume_writing
+        w._protocol:pause_writing()
+        local d = loom.create_task(function() w:drain(); return "drained" end)
+        loom.sleep(0.01)
+        assert.is_false(d:done())
+        w._protocol:resume_writing()
+        assert.are.equal("drained", d:await())
+        w:write_eof()
+        contains("cannot write after write_eof", raised(w.write, w, "late"))
+        assert.are.equal("", r:read(-1))
+        w:close()
+        w:wait_closed()
+        -- lost: writes are ignored, drain raises
+        w:write("ignored")
+        assert.are.equal("ECONNRESET", raised(w.drain, w).code)
+      end
+      shut(server)
+    end)
+  end)
+
+  it("reads into the reader's buffer, unless data_received was replaced", function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(echo_lines, "127.0.0.1", 0)
+      -- data fed by hand before the socket's: kept, then joined
+      local r1, w1 = loom.open_connection("127.0.0.1", port_of(server))
+      r1:feed_data("pre-")
+      w1:write("abc\n")
+      assert.are.equal("pre-abc\n", r1:readline())
+      local bulk = loom.start_server(echo_blocks, "127.0.0.1", 0)
+      local r2, w2 = loom.open_connection("127.0.0.1", port_of(bulk))
+      local long = pattern(300000, 3)       -- several reads of the socket
+      w2:write(long)
+      local back = r2:readexactly(#long)
+      assert.is_true(long == back)
+      w2:close()
+      shut(bulk)
+      -- a protocol whose data_received is its own sees every byte
+      local seen = {}
+      local reader = loom.StreamReader()
+      local proto = loom.StreamReaderProtocol(reader)
+      function proto:data_received(d)
+        seen[#seen + 1] = d
+        reader:feed_data(d:upper())
+      end
+      local t = loop:create_connection(function() return proto end,
+                                       "127.0.0.1", port_of(server))
+      t:write("shout\n")
+      assert.are.equal("SHOUT\n", reader:readline())
+      assert.are.equal("shout\n", table.concat(seen))
+      -- a new protocol set on the transport gets the data instead
+      local other = {}
+      local got = loop:create_future()
+      function other.data_received(_, d) got:set_result(d) end
+      w1.transport:set_protocol(other)
+      w1:write("moved\n")
+      assert.are.equal("moved\n", got:await())
+      t:close()
+      w1:close()
       shut(server)
     end)
   end)

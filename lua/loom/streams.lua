@@ -1,13 +1,8 @@
--- loom.streams: the waiting half of StreamReader, after asyncio's
--- streams.py.
+-- loom.streams: StreamReader's lines(), and the stream transports' Lua
+-- glue, after asyncio's streams.py.
 --
--- The buffer and every rule about what a read returns live in C
--- (host/streambuf.c): each _try_* method answers at once with the result,
--- raises, or returns nil when the buffer cannot answer yet. The methods
--- here loop on a try-read and, between tries, await the reader's one
--- waiter future, which feed_data, feed_eof and set_exception complete.
--- A try-read consumes nothing unless it succeeds, so a read cancelled
--- while it waits leaves the buffer as it was.
+-- The buffer, every rule about what a read returns and the waiting of
+-- the reads live in C (host/streambuf.c). lines() is here.
 
 local core = require "loom.core"
 
@@ -23,103 +18,21 @@ local M = {}
 -- The metatable of the C type (nil until loom.core opens it).
 local MT = core._StreamReader and getmetatable(core._StreamReader())
 
--- Raises the bad-self error of method fname at its caller.
-local function checkself(self, fname)
-  if getmetatable(self) ~= MT then
-    error(("bad argument #1 to '%s' (loom.StreamReader expected, got %s)")
-      :format(fname, typename(self)), 3)
-  end
-end
-
--- Awaits the next feed_data, feed_eof or set_exception on self. Raises
--- (at the caller of the read method) when another read waits already or
--- when no loop runs.
-local function wait(self, fname)
-  local loop = running_loop()
-  if loop == nil then error(fname .. ": no running event loop", 3) end
-  local fut = loop:create_future()
-  self:_set_waiter(fut, fname)
-  local ok, err = pcall(await, fut)
-  self:_clear_waiter(fut)
-  if not ok then error(err, 0) end
-end
-
--- read([n]): up to n bytes (n > 0), as soon as any are buffered; "" at
--- EOF. n = -1 or none: everything until EOF, read in blocks of limit
--- bytes as asyncio does, so that a paused transport is resumed.
-local function read(self, n)
-  checkself(self, "read")
-  if n == nil or n == -1 then
-    local blocks, lim = {}, self:_limit()
-    local s = self:_try_read(0)               -- checks self, raises a set
-    repeat                                    -- exception
-      s = read(self, lim)
-      blocks[#blocks + 1] = s
-    until s == ""
-    return concat(blocks)
-  end
-  local s = self:_try_read(n)
-  while s == nil do
-    wait(self, "read")
-    s = self:_try_read(n)
-  end
-  return s
-end
-
--- readexactly(n): exactly n bytes; IncompleteReadError at EOF.
-local function readexactly(self, n)
-  checkself(self, "readexactly")
-  local s = self:_try_readexactly(n)
-  while s == nil do
-    wait(self, "readexactly")
-    s = self:_try_readexactly(n)
-  end
-  return s
-end
-
--- readuntil([sep]): the data up to and including sep ("\n" by default).
-local function readuntil(self, sep)
-  checkself(self, "readuntil")
-  if sep == nil then sep = "\n" end
-  local s, pos = self:_try_readuntil(sep)
-  while s == nil do
-    wait(self, "readuntil")
-    s, pos = self:_try_readuntil(sep, pos)
-  end
-  return s
-end
-
--- readline(): a line with its "\n"; at EOF the last partial line, then "".
-local function readline(self)
-  checkself(self, "readline")
-  local s, pos = self:_try_readline()
-  while s == nil do
-    wait(self, "readline")
-    s, pos = self:_try_readline(pos)
-  end
-  return s
-end
-
 -- lines(): an iterator for `for line in reader:lines() do`; each line
 -- keeps its "\n" (asyncio's async iteration), and the loop ends at EOF.
-local function lines(self)
-  checkself(self, "lines")
-  return function()
-    local s = readline(self)
-    if s ~= "" then return s end
-    return nil
-  end
-end
-
-local methods = {
-  read = read, readexactly = readexactly, readuntil = readuntil,
-  readline = readline, lines = lines,
-}
-
-if core._StreamReader ~= nil then
-  for name, fn in pairs(methods) do
-    core.interpose("loom.StreamReader", name, fn)
-  end
+if MT ~= nil then
+  local readline = MT.__index.readline
+  core.interpose("loom.StreamReader", "lines", function(self)
+    if getmetatable(self) ~= MT then
+      error(("bad argument #1 to 'lines' (loom.StreamReader expected, got %s)")
+        :format(typename(self)), 2)
+    end
+    return function()
+      local s = readline(self)
+      if s ~= "" then return s end
+      return nil
+    end
+  end)
 end
 
 -- StreamReader([opts]): a new reader; opts.limit (default 64 KiB) bounds
@@ -184,9 +97,26 @@ local Writer = {}
 Writer.__index = Writer
 Writer.__name = "loom.StreamWriter"
 
+-- Every writer made (weak keys). Checking self is one look-up here, on
+-- the hot path of write and drain: getmetatable would also look up
+-- __metatable, by name.
+local writers = setmetatable({}, { __mode = "k" })
+
+local bind = core._writer_bind
+
+-- With a StreamReader over a transport of loom's own and the reader's
+-- protocol, write and drain are C closures bound to the reader (they
+-- call the methods below for anything but the common case).
 local function new_writer(transport, protocol, reader)
-  return setmetatable({ transport = transport, _protocol = protocol,
-                        _reader = reader }, Writer)
+  local w = setmetatable({ transport = transport, _protocol = protocol,
+                           _reader = reader }, Writer)
+  writers[w] = true
+  if bind ~= nil and reader ~= nil and protocol._reader == reader then
+    local write, drain = bind(w, reader, transport, Writer.write,
+                              Writer.drain)
+    if write ~= nil then w.write, w.drain = write, drain end
+  end
+  return w
 end
 
 local function new_protocol(reader, cb)
@@ -229,10 +159,17 @@ local function client_done(task, proto, transport, loop)
   if proto._task == task then proto._task = nil end
 end
 
+local sink = core._stream_sink
+
 function Protocol:connection_made(transport)
   self._transport = transport
   local reader = self._reader
   reader:set_transport(transport)
+  -- A transport of loom's own reads straight into the reader's buffer
+  -- instead of calling data_received, unless that was replaced.
+  if sink ~= nil and self.data_received == Protocol.data_received then
+    sink(transport, reader)
+  end
   local cb = self._cb
   if cb ~= nil then
     local writer = new_writer(transport, self, reader)
@@ -246,7 +183,8 @@ function Protocol:connection_made(transport)
   end
 end
 
-function Protocol:data_received(data)
+-- self._reader:feed_data(data), in C (it runs for every chunk read).
+Protocol.data_received = core._protocol_data_received or function(self, data)
   self._reader:feed_data(data)
 end
 
@@ -261,6 +199,7 @@ function Protocol:connection_lost(err)
   local reader = self._reader
   if err == nil then reader:feed_eof() else reader:set_exception(err) end
   self._lost, self._err = true, err
+  reader:_write_flow(self._paused, true)
   local waiters = self._close_waiters
   self._close_waiters = {}
   wake_all(waiters, err)
@@ -271,10 +210,12 @@ end
 
 function Protocol:pause_writing()
   self._paused = true
+  self._reader:_write_flow(true, self._lost)
 end
 
 function Protocol:resume_writing()
   self._paused = false
+  self._reader:_write_flow(false, self._lost)
   wake_all(self._drain_waiters)
 end
 
@@ -314,16 +255,21 @@ function M.StreamWriter(transport, protocol, reader)
   return new_writer(transport, protocol, reader)
 end
 
+-- Raises the bad-self error of method fname at the given level (3: the
+-- caller of the method calling badw).
+local function badw(self, fname, level)
+  error(("bad argument #1 to '%s' (loom.StreamWriter expected, got %s)")
+    :format(fname, typename(self)), level)
+end
+
 local function checkw(self, fname)
-  if getmetatable(self) ~= Writer then
-    error(("bad argument #1 to '%s' (loom.StreamWriter expected, got %s)")
-      :format(fname, typename(self)), 3)
-  end
+  if writers[self] == nil then badw(self, fname, 4) end
   return self.transport
 end
 
 function Writer:write(data)
-  checkw(self, "write"):write(data)
+  if writers[self] == nil then badw(self, "write", 3) end
+  self.transport:write(data)
 end
 
 function Writer:writelines(list)
@@ -359,13 +305,13 @@ end
 -- then waits until it resumes. Raises the reader's error, and once the
 -- connection is lost, its error or OSError ECONNRESET.
 function Writer:drain()
-  local t = checkw(self, "drain")
+  if writers[self] == nil then badw(self, "drain", 3) end
   local reader = self._reader
   if reader ~= nil then
     local e = reader:exception()
     if e ~= nil then error(e, 0) end
   end
-  if t:is_closing() then
+  if self.transport:is_closing() then
     -- Let connection_lost run, so that a loop of write and drain sees
     -- the connection go (asyncio does the same).
     sleep(0)
