@@ -1091,6 +1091,20 @@ static int streamreader_write_flow (lua_State *L) {
 /* }====================================================== */
 
 
+/* __close: a reader closed with <close> closes the connection it reads
+** from (its transport's close(): queued writes still go out), as the
+** writer's close does; a reader with no transport is left as it is. */
+static int streamreader_close (lua_State *L) {
+  checkreader(L);
+  lua_settop(L, 1);
+  if (lua_getiuservalue(L, 1, SR_UV_TRANSPORT) != LUA_TNIL) {
+    lua_getfield(L, 2, "close");
+    lua_insert(L, 2);
+    lua_call(L, 1, 0);
+  }
+  return 0;
+}
+
 static int streamreader_gc (lua_State *L) {
   streamreader *s = checkreader(L);
   if (s->tud != NULL && s->tud->c != NULL && s->tud->c->sink == s)
@@ -1157,6 +1171,7 @@ static const luaL_Reg streamreader_methods[] = {
 
 static const luaL_Reg streamreader_metamethods[] = {
   {"__gc", streamreader_gc},
+  {"__close", streamreader_close},
   {"__tostring", streamreader_tostring},
   {NULL, NULL}
 };

@@ -188,6 +188,30 @@ describe("streams over TCP", function()
     end)
   end)
 
+  it("closes the connection when a reader goes out of a <close> scope", function()
+    local loop = rtloop()
+    run(loop, function()
+      local seen = loop:create_future()
+      local server = loom.start_server(function(r, w)
+        seen:set_result(r:read(-1))
+        w:close()
+      end, "127.0.0.1", 0)
+      local writer
+      do
+        local r <close>, w = loom.open_connection("127.0.0.1", port_of(server))
+        writer = w
+        w:write("from a reader scope")
+        assert.is_false(w:is_closing())
+      end
+      assert.is_true(writer:is_closing())
+      assert.are.equal("from a reader scope", seen:await())   -- queued data went out
+      writer:wait_closed()
+      -- a reader made by hand has no transport: <close> leaves it alone
+      do local lone <close> = loom.StreamReader() end
+      shut(server)
+    end)
+  end)
+
   it("closes a writer on <close> and wait_closed returns", function()
     local loop = rtloop()
     run(loop, function()
