@@ -732,6 +732,33 @@ static int waiting (lua_State *L) {
 ** left behind). A paused transport is resumed first: the buffer is full,
 ** yet the reader needs more.
 */
+/*
+** Names the reader's waiter (at fidx) for task_tree: "data on <the
+** transport>", when loom.introspect is loaded. Once per reader: the
+** waiter is kept and re-armed. [-0, +0, e]
+*/
+static void label_waiter (lua_State *L, int fidx) {
+  int top = lua_gettop(L);
+  fidx = lua_absindex(L, fidx);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE
+      && lua_getfield(L, -1, "loom.introspect") == LUA_TTABLE
+      && lua_getfield(L, -1, "_label") == LUA_TFUNCTION) {
+    lua_pushvalue(L, fidx);
+    if (lua_getiuservalue(L, 1, SR_UV_TRANSPORT) != LUA_TNIL) {
+      const char *t = luaL_tolstring(L, -1, NULL);
+      lua_pushfstring(L, "data on %s", t);
+      lua_replace(L, -3);
+      lua_pop(L, 1);
+    }
+    else {
+      lua_pop(L, 1);
+      lua_pushliteral(L, "data on a StreamReader");
+    }
+    lua_call(L, 2, 0);
+  }
+  lua_settop(L, top);
+}
+
 static int waitfor (lua_State *L, streamreader *s, int op) {
   const char *fname = opnames[op];
   loom_loop *loop = loom__running();
@@ -770,6 +797,7 @@ static int waitfor (lua_State *L, streamreader *s, int op) {
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, 1, SR_UV_WAITER);
     s->ownwaiter = 1;
+    label_waiter(L, -1);
   }
   return loom__await_yield(L, -1, op, readop_k);
 }

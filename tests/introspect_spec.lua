@@ -190,4 +190,25 @@ describe("task_tree", function()
       assert.are.equal(-9, waiter:await())
     end)
   end)
+
+  it("names what a task waits on: data on a stream", function()
+    local loop = H.loop{virtual_time = false}
+    loop:run_until_complete(function()
+      local server = loom.start_server(function(r, w) r:read(-1) w:close() end,
+                                       "127.0.0.1", 0)
+      local r, w = loom.open_connection("127.0.0.1", server:sockets()[1].port)
+      local reader = loom.create_task(function() return r:readline() end)
+      loom.sleep(0.01)
+      local node
+      for _, n in ipairs(loom.task_tree()[1].children) do
+        if n.task == reader then node = n end
+      end
+      assert.is_not_nil(node)
+      H.contains("awaiting data on loom.TCPTransport (open)", node.waiting)
+      w:close()
+      assert.are.equal("", reader:await())
+      server:close()
+      server:wait_closed()
+    end)
+  end)
 end)
