@@ -122,6 +122,30 @@ static void dropkept (lua_State *L, streamreader *s) {
 }
 
 /*
+** Emptied buffers of SINK_ROOM bytes, a few per thread, for the next reads
+** of transports into readers: a server's reads and its takes alternate,
+** so this saves a malloc and a free per chunk.
+*/
+#define NSPARE 8
+static _Thread_local char *spares[NSPARE];
+static _Thread_local int nspare;
+
+/* A new block of cap bytes, a spare one when it fits. */
+static char *newbuf (size_t cap) {
+  if (cap == SINK_ROOM && nspare > 0)
+    return spares[--nspare];
+  return (char *)malloc(cap);
+}
+
+/* Frees buf, a block of cap bytes, or keeps it as a spare one. */
+static void freebuf (char *buf, size_t cap) {
+  if (cap == SINK_ROOM && nspare < NSPARE)
+    spares[nspare++] = buf;
+  else
+    free(buf);
+}
+
+/*
 ** Makes room for n more bytes after the live ones in buf, moving the live
 ** bytes of a kept string there (the caller lets go of the string). 0,
 ** with nothing changed, when malloc fails. No Lua: alloc_cb calls it.
@@ -147,12 +171,12 @@ static int makeroom (streamreader *s, size_t n) {
   ncap = s->cap < 256 ? 256 : s->cap;
   while (ncap < need)
     ncap *= 2;
-  nb = (char *)malloc(ncap);
+  nb = newbuf(ncap);
   if (nb == NULL)
     return 0;
   if (s->len > 0)
     memcpy(nb, data(s), s->len);
-  free(s->buf);
+  freebuf(s->buf, s->cap);
   s->buf = nb;
   s->start = 0;
   s->cap = ncap;
@@ -189,7 +213,7 @@ static void consume (lua_State *L, streamreader *s, size_t n) {
     /* an emptied buffer that is not small goes back to the system: an
     ** idle connection holds no read buffer */
     else if (s->cap > BUF_KEEP) {
-      free(s->buf);
+      freebuf(s->buf, s->cap);
       s->buf = NULL;
       s->cap = 0;
     }
@@ -1095,7 +1119,7 @@ static int streamreader_gc (lua_State *L) {
   streamreader *s = checkreader(L);
   if (s->tud != NULL && s->tud->c != NULL && s->tud->c->sink == s)
     s->tud->c->sink = NULL;               /* no read into freed memory */
-  free(s->buf);
+  freebuf(s->buf, s->cap);
   s->buf = NULL;
   s->kept = NULL;
   s->start = s->len = s->cap = 0;
