@@ -17,20 +17,27 @@
 ** Everything but lines() is C: feed_data, feed_eof and set_exception, the
 ** reads, and their waiting. A read first tries to answer from the buffer
 ** (a try consumes nothing unless it succeeds, so a read cancelled while
-** it waits leaves the buffer as it was); when it cannot, it makes the
-** reader's one waiter future, awaits it with lua_callk and tries again in
-** its continuation. feed_data, feed_eof and set_exception complete the
+** it waits leaves the buffer as it was); when it cannot, it suspends its
+** task on the reader's waiter future (loom__await_yield) and tries again
+** in its continuation. feed_data, feed_eof and set_exception complete the
 ** waiter. The private _try_* methods give the tries to Lua as they are.
+** At the end of the file, the hot methods of lua/loom/streams.lua's
+** StreamWriter, which need the reader's state.
 **
 ** Memory. The buffer is malloc'd and owned by the userdata; __gc frees
 ** it. Live bytes are buf[start .. start+len). Consuming bytes only moves
 ** start; the dead prefix is reclaimed lazily, when an append would not
 ** fit: the live bytes move to the front when that frees at least half of
 ** the buffer, else the buffer doubles. Each byte is thus moved O(1) times
-** on average and appends are amortised O(1). A buffer that empties while
-** much larger than the limit is released.
+** on average and appends are amortised O(1). A buffer that empties is
+** released unless it is small (BUF_KEEP), so an idle reader holds none.
 **
-** The kept string. A transport hands each chunk over as a Lua string, and
+** The sink. A transport of stream.c whose protocol is a
+** StreamReaderProtocol reads straight into the end of the buffer
+** (loom__sink_room, loom__sink_fed): no Lua string is made until a read
+** takes the bytes.
+**
+** The kept string. Other feeders hand chunks over as Lua strings, and
 ** most chunks are read whole before the next one comes. So feed_data
 ** into an empty buffer copies nothing: it keeps the string itself (user
 ** value SR_UV_KEPT) and the live bytes are kept[start .. start+len); a
