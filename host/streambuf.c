@@ -17,20 +17,27 @@
 ** Everything but lines() is C: feed_data, feed_eof and set_exception, the
 ** reads, and their waiting. A read first tries to answer from the buffer
 ** (a try consumes nothing unless it succeeds, so a read cancelled while
-** it waits leaves the buffer as it was); when it cannot, it makes the
-** reader's one waiter future, awaits it with lua_callk and tries again in
-** its continuation. feed_data, feed_eof and set_exception complete the
+** it waits leaves the buffer as it was); when it cannot, it suspends its
+** task on the reader's waiter future (loom__await_yield) and tries again
+** in its continuation. feed_data, feed_eof and set_exception complete the
 ** waiter. The private _try_* methods give the tries to Lua as they are.
+** At the end of the file, the hot methods of lua/loom/streams.lua's
+** StreamWriter, which need the reader's state.
 **
 ** Memory. The buffer is malloc'd and owned by the userdata; __gc frees
 ** it. Live bytes are buf[start .. start+len). Consuming bytes only moves
 ** start; the dead prefix is reclaimed lazily, when an append would not
 ** fit: the live bytes move to the front when that frees at least half of
 ** the buffer, else the buffer doubles. Each byte is thus moved O(1) times
-** on average and appends are amortised O(1). A buffer that empties while
-** much larger than the limit is released.
+** on average and appends are amortised O(1). A buffer that empties is
+** released unless it is small (BUF_KEEP), so an idle reader holds none.
 **
-** The kept string. A transport hands each chunk over as a Lua string, and
+** The sink. A transport of stream.c whose protocol is a
+** StreamReaderProtocol reads straight into the end of the buffer
+** (loom__sink_room, loom__sink_fed): no Lua string is made until a read
+** takes the bytes.
+**
+** The kept string. Other feeders hand chunks over as Lua strings, and
 ** most chunks are read whole before the next one comes. So feed_data
 ** into an empty buffer copies nothing: it keeps the string itself (user
 ** value SR_UV_KEPT) and the live bytes are kept[start .. start+len); a
@@ -122,6 +129,30 @@ static void dropkept (lua_State *L, streamreader *s) {
 }
 
 /*
+** Emptied buffers of SINK_ROOM bytes, a few per thread, for the next reads
+** of transports into readers: a server's reads and its takes alternate,
+** so this saves a malloc and a free per chunk.
+*/
+#define NSPARE 8
+static _Thread_local char *spares[NSPARE];
+static _Thread_local int nspare;
+
+/* A new block of cap bytes, a spare one when it fits. */
+static char *newbuf (size_t cap) {
+  if (cap == SINK_ROOM && nspare > 0)
+    return spares[--nspare];
+  return (char *)malloc(cap);
+}
+
+/* Frees buf, a block of cap bytes, or keeps it as a spare one. */
+static void freebuf (char *buf, size_t cap) {
+  if (cap == SINK_ROOM && nspare < NSPARE)
+    spares[nspare++] = buf;
+  else
+    free(buf);
+}
+
+/*
 ** Makes room for n more bytes after the live ones in buf, moving the live
 ** bytes of a kept string there (the caller lets go of the string). 0,
 ** with nothing changed, when malloc fails. No Lua: alloc_cb calls it.
@@ -147,12 +178,12 @@ static int makeroom (streamreader *s, size_t n) {
   ncap = s->cap < 256 ? 256 : s->cap;
   while (ncap < need)
     ncap *= 2;
-  nb = (char *)malloc(ncap);
+  nb = newbuf(ncap);
   if (nb == NULL)
     return 0;
   if (s->len > 0)
     memcpy(nb, data(s), s->len);
-  free(s->buf);
+  freebuf(s->buf, s->cap);
   s->buf = nb;
   s->start = 0;
   s->cap = ncap;
@@ -189,7 +220,7 @@ static void consume (lua_State *L, streamreader *s, size_t n) {
     /* an emptied buffer that is not small goes back to the system: an
     ** idle connection holds no read buffer */
     else if (s->cap > BUF_KEEP) {
-      free(s->buf);
+      freebuf(s->buf, s->cap);
       s->buf = NULL;
       s->cap = 0;
     }
@@ -1137,7 +1168,7 @@ static int streamreader_gc (lua_State *L) {
   streamreader *s = checkreader(L);
   if (s->tud != NULL && s->tud->c != NULL && s->tud->c->sink == s)
     s->tud->c->sink = NULL;               /* no read into freed memory */
-  free(s->buf);
+  freebuf(s->buf, s->cap);
   s->buf = NULL;
   s->kept = NULL;
   s->start = s->len = s->cap = 0;
