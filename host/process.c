@@ -188,27 +188,10 @@ static int callproto (lua_State *L) {
 /* report(loop, err, transport, proto, lname): reports a failed protocol
 ** call (err as loom__traceback wraps it) to the loop's handler. */
 static int report (lua_State *L) {
-  const char *name = (const char *)lua_touserdata(L, 5);
-  lua_createtable(L, 0, 5);  /* 6 */
+  lua_settop(L, 5);
   lua_pushfstring(L, "Exception in protocol.%s() of a subprocess "
-                  "transport", name);
-  lua_setfield(L, 6, "message");
-  if (lua_istable(L, 2) && !lua_getmetatable(L, 2)) {
-    lua_getfield(L, 2, "exception");
-    lua_setfield(L, 6, "exception");
-    lua_getfield(L, 2, "traceback");
-    lua_setfield(L, 6, "traceback");
-  }
-  else {
-    lua_pushvalue(L, 2);
-    lua_setfield(L, 6, "exception");
-  }
-  lua_pushvalue(L, 3);
-  lua_setfield(L, 6, "transport");
-  lua_pushvalue(L, 4);
-  lua_setfield(L, 6, "protocol");
-  loom__report(L, 1, 6);
-  return 0;
+                  "transport", (const char *)lua_touserdata(L, 5));
+  return loom__protocol_report(L);
 }
 
 /*

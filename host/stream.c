@@ -267,29 +267,40 @@ static int calldata (lua_State *L) {
   return 0;
 }
 
-/* mkreport(loop, err, transport, proto, lname): reports a failed
-** protocol call to the loop's exception handler. */
-static int mkreport (lua_State *L) {
-  const char *name = (const char *)lua_touserdata(L, 5);
-  lua_createtable(L, 0, 5);  /* 6 */
-  lua_pushfstring(L, "Fatal error: protocol.%s() call failed.", name);
-  lua_setfield(L, 6, "message");
+/*
+** Reports a failed protocol call to the loop's exception handler: with
+** (loop, err, transport, proto, lname) at 1..5 and the message at 6; err
+** is a loom__traceback table or the error itself. Stream and subprocess
+** transports share it.
+*/
+int loom__protocol_report (lua_State *L) {
+  lua_createtable(L, 0, 5);  /* 7 */
+  lua_pushvalue(L, 6);
+  lua_setfield(L, 7, "message");
   if (lua_istable(L, 2) && !lua_getmetatable(L, 2)) {
     lua_getfield(L, 2, "exception");
-    lua_setfield(L, 6, "exception");
+    lua_setfield(L, 7, "exception");
     lua_getfield(L, 2, "traceback");
-    lua_setfield(L, 6, "traceback");
+    lua_setfield(L, 7, "traceback");
   }
   else {
     lua_pushvalue(L, 2);
-    lua_setfield(L, 6, "exception");
+    lua_setfield(L, 7, "exception");
   }
   lua_pushvalue(L, 3);
-  lua_setfield(L, 6, "transport");
+  lua_setfield(L, 7, "transport");
   lua_pushvalue(L, 4);
-  lua_setfield(L, 6, "protocol");
-  loom__report(L, 1, 6);
+  lua_setfield(L, 7, "protocol");
+  loom__report(L, 1, 7);
   return 0;
+}
+
+/* mkreport(loop, err, transport, proto, lname), under pcall. */
+static int mkreport (lua_State *L) {
+  lua_settop(L, 5);
+  lua_pushfstring(L, "Fatal error: protocol.%s() call failed.",
+                  (const char *)lua_touserdata(L, 5));
+  return loom__protocol_report(L);
 }
 
 /* The error value inside a loom__traceback table, in place. */

@@ -143,6 +143,11 @@ void loom__stream_stop(loom_srv_ud *su);
 loom_conn *loom__stream_newpipe(lua_State *L, loom_loop *loop, int loopidx);
 void loom__stream_pipe_start(lua_State *L, loom_conn *c, int tidx);
 
+/* stream.c: a failed protocol call to the exception handler, (loop, err,
+** transport, proto, lname) at 1..5 and the message at 6 (for pcall'd
+** reporters of other transports) */
+int loom__protocol_report(lua_State *L);
+
 /* stream.c: transport methods a socket kind adds (upvalue 1: the
 ** transport metatable), and the checked transport at 1 */
 void loom__stream_methods(lua_State *L, const luaL_Reg *l);
