@@ -252,16 +252,25 @@ static int callproto (lua_State *L) {
 }
 
 /*
-** calldata(proto, p, len): proto:data_received(data), data the len bytes
-** at light userdata p, made into a string here, under the protected
-** call. The hot path of reading: no stack shuffling.
+** calldata(transport, p, len): proto:data_received(data), data the len
+** bytes at light userdata p, made into a string here, under the
+** protected call. The hot path of reading: the method is looked up on
+** the first data only and kept in the transport (TUV_DATAFN) until the
+** protocol changes, as uvloop keeps it.
 */
 static int calldata (lua_State *L) {
   const char *p = (const char *)lua_touserdata(L, 2);
   size_t len = (size_t)lua_tointeger(L, 3);
-  if (lua_getfield(L, 1, "data_received") == LUA_TNIL)
-    return 0;
-  lua_pushvalue(L, 1);
+  if (lua_getiuservalue(L, 1, TUV_DATAFN) == LUA_TNIL) {  /* 4 */
+    lua_getiuservalue(L, 1, TUV_PROTO);
+    if (lua_getfield(L, 5, "data_received") == LUA_TNIL)
+      return 0;
+    lua_replace(L, 4);
+    lua_pushvalue(L, 4);
+    lua_setiuservalue(L, 1, TUV_DATAFN);
+  }
+  else
+    lua_getiuservalue(L, 1, TUV_PROTO);
   lua_pushlstring(L, p, len);
   lua_call(L, 2, 0);
   return 0;
@@ -377,7 +386,7 @@ static void protodata (lua_State *L, int tidx, const char *p, size_t n) {
   int base = lua_gettop(L);
   lua_pushcfunction(L, loom__traceback);
   lua_pushcfunction(L, calldata);
-  lua_getiuservalue(L, tidx, TUV_PROTO);
+  lua_pushvalue(L, tidx);
   lua_pushlightuserdata(L, (void *)p);
   lua_pushinteger(L, (lua_Integer)n);
   if (lua_pcall(L, 3, 0, base + 1) != LUA_OK)
@@ -869,6 +878,8 @@ static int transport_set_protocol (lua_State *L) {
     u->c->sink = NULL;
   lua_pushnil(L);
   lua_setiuservalue(L, 1, TUV_SINK);
+  lua_pushnil(L);                       /* its data_received, on next data */
+  lua_setiuservalue(L, 1, TUV_DATAFN);
   return 0;
 }
 

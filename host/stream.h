@@ -21,7 +21,8 @@ enum { TUV_PROTO = 1,  /* the protocol (the factory while connecting) */
        TUV_SERVER,     /* the server that accepted it, or nil */
        TUV_ERR,        /* the error connection_lost gets, or nil */
        TUV_SINK,       /* the StreamReader it reads into, or nil */
-       TUV_COUNT = TUV_SINK };
+       TUV_DATAFN,     /* the protocol's data_received, once looked up */
+       TUV_COUNT = TUV_DATAFN };
 
 /* User values of a server. */
 enum { SUV_FACTORY = 1, SUV_LOOP, SUV_WAITERS, SUV_CONNS,

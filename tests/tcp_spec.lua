@@ -408,6 +408,40 @@ describe("tcp", function()
     end)
   end)
 
+  it("data_received: a method set in connection_made counts; set_protocol switches", function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loop:create_server(echo_factory, "127.0.0.1", 0)
+      local got = loom.Queue()
+      local p = proto()
+      p.data_received = nil                 -- only set once connected
+      p.connection_made = function(self, t)
+        self.t = t
+        self.data_received = function(_, d) got:put_nowait("first " .. d) end
+      end
+      local t = loop:create_connection(function() return p end, "127.0.0.1",
+        port_of(server))
+      t:write("a")
+      assert.are.equal("first a", got:get())
+      -- looked up once: a method replaced on the same protocol is not seen
+      p.data_received = function(_, d) got:put_nowait("replaced " .. d) end
+      t:write("b")
+      assert.are.equal("first b", got:get())
+      -- a protocol set with set_protocol gets the data, by its own method
+      local p2 = { data_received = function(_, d) got:put_nowait("second " .. d) end }
+      t:set_protocol(p2)
+      t:write("c")
+      assert.are.equal("second c", got:get())
+      -- and setting the first one again looks its method up afresh
+      t:set_protocol(p)
+      t:write("d")
+      assert.are.equal("replaced d", got:get())
+      t:close()
+      server:close()
+      server:wait_closed()
+    end)
+  end)
+
   it("closing the loop with open connections and servers", function()
     local loop = rtloop()
     local sp
