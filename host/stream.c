@@ -56,9 +56,10 @@ typedef struct wreq {
 ** One read buffer per thread: libuv calls alloc_cb and then read_cb
 ** before the next alloc_cb, and read_cb copies the bytes into a Lua
 ** string at once, so one loop running in a thread needs only one. A
-** transport with a sink (a StreamReader, see stream.h) reads into the
-** reader's own buffer instead: no string is made until a read takes the
-** bytes, so a chunk's string lives only as long as the task keeps it.
+** transport with a sink (a StreamReader, see stream.h) whose reader
+** still holds bytes reads into the end of the reader's buffer instead;
+** into an empty reader, the chunk read here becomes the reader's kept
+** string, which a read that takes it all returns as it is.
 */
 static _Thread_local char readbuf[READ_BUFSIZE];
 

@@ -161,9 +161,11 @@ void loom__stream_write(lua_State *L, loom_tcp_ud *u);
 /* streambuf.c: a StreamReader that a transport reads into directly, in
 ** place of its protocol's data_received (a StreamReaderProtocol's, which
 ** would only feed the reader). sink_room gives the room for the next
-** read (0: none, read into the shared buffer); sink_fed(reader, n [, p])
-** takes n bytes read into that room, or copies them from light userdata
-** p, as feed_data does; it runs under the transport's protected call. */
+** read (0: none, read into the shared buffer: always so when the reader
+** is empty); sink_fed(reader, n [, p]) takes n bytes read into that room,
+** or copies them from light userdata p, as feed_data does (into an empty
+** reader, as a new kept string); it runs under the transport's protected
+** call. */
 int loom__sink_room(void *sink, uv_buf_t *buf);
 int loom__sink_fed(lua_State *L);
 
