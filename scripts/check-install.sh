@@ -72,12 +72,17 @@ expect_out() {
   fi
 }
 
-# Runs a command with no Lua variables from the caller's environment.
+# No Lua variables from the caller's environment: clean_env CMD... runs
+# a command without them, unset_lua drops them from the (sub)shell.
+LUA_VARS=(LUA_INIT LUA_INIT_5_4 LUA_INIT_5_3 LUA_PATH LUA_PATH_5_4
+          LUA_PATH_5_3 LUA_CPATH LUA_CPATH_5_4 LUA_CPATH_5_3 LD_PRELOAD)
 clean_env() {
-  env -u LUA_INIT -u LUA_INIT_5_4 -u LUA_PATH -u LUA_PATH_5_4 \
-      -u LUA_CPATH -u LUA_CPATH_5_4 -u LUA_INIT_5_3 -u LUA_PATH_5_3 \
-      -u LUA_CPATH_5_3 -u LD_PRELOAD "$@"
+  local v args=()
+  for v in "${LUA_VARS[@]}"; do args+=(-u "$v"); done
+  env "${args[@]}" "$@"
 }
+unset_lua() { unset "${LUA_VARS[@]}"; }
+unset_lua  # for every check: only what each one sets
 
 # A copy of what the rock is built from (what a fresh clone has), so the
 # objects luarocks leaves next to the sources stay out of the checkout.
@@ -146,8 +151,11 @@ check_rock() {
   # `luarocks path`; and the module found there, not anywhere else.
   local paths
   paths=$(rocks --tree "$tree" path) || paths=
-  # in_tree CMD...: CMD in the scratch directory with the tree's paths.
-  in_tree() { (cd "$TMP" && eval "$paths" && exec "$@"); }
+  # in_tree CMD...: CMD in the scratch directory with the tree's paths
+  # and no other Lua setting from the caller.
+  in_tree() {
+    (cd "$TMP" && unset_lua && eval "$paths" && exec "$@")
+  }
   expect_out "lua5.4 -e '$ONE_LINER' after eval \"\$(luarocks --tree T path)\"" \
     "ok" in_tree "$LUA" -e "$ONE_LINER"
   expect_out "loom and loom.core resolve into the rock's tree" \
@@ -160,7 +168,7 @@ check_rock() {
   [[ -x build/bin/loom ]] || "$MAKE" --no-print-directory -s all > /dev/null 2>&1
   local specs
   read -r -a specs <<< "$ROCK_SPECS"
-  if (cd "$src" && eval "$paths" && LOOM_EXE="$ROOT/build/bin/loom" \
+  if (cd "$src" && unset_lua && eval "$paths" && LOOM_EXE="$ROOT/build/bin/loom" \
         timeout 600 env HOME="$TMP/home" "$LUAROCKS" --lua-version 5.4 \
         --only-server="$TMP/no-server" --tree "$tree" test -- "${specs[@]}") \
         > "$OUT" 2>&1 &&
