@@ -96,7 +96,9 @@ SO  := $(BUILD)/lib/loom/core.so
 # HTTP example, socat and nc for raw TCP, UDP and Unix sockets); tmux
 # drives the prompt through a pseudo-terminal in its tests. luarocks
 # builds and installs the rock in the install checks, and lua5.3 is the
-# other Lua that loom must refuse to load into.
+# other Lua that loom must refuse to load into. (Debian's luarocks needs
+# one of lua5.1 to lua5.3 to run anyway; nothing here runs a bare `lua`,
+# which lua5.3 becomes unless the lua-interpreter alternative is set.)
 DEB_PACKAGES := gcc libc6-dev lua5.4 liblua5.4-dev libuv1-dev lua-busted libedit-dev \
                 pkg-config curl socat netcat-openbsd tmux luarocks lua5.3
 
