@@ -7,7 +7,9 @@
 #   make asan       only the sanitizer part of `make test`
 #   make demo       run scripts/demo.lua with the executable
 #   make bench      scripts/bench/run.sh
-#   make install    PREFIX=/usr/local, DESTDIR honoured
+#   make install    bin/loom, lib/lua/5.4/loom/core.so, share/lua/5.4/loom/,
+#                   share/man/man1/loom.1 under PREFIX=/usr/local; DESTDIR
+#                   honoured (make uninstall removes them)
 #   make clean
 #
 # Every target that compiles or runs something first installs the missing
@@ -92,9 +94,13 @@ SO  := $(BUILD)/lib/loom/core.so
 
 # curl, socat and nc are real peers for the network tests (curl for the
 # HTTP example, socat and nc for raw TCP, UDP and Unix sockets); tmux
-# drives the prompt through a pseudo-terminal in its tests.
+# drives the prompt through a pseudo-terminal in its tests. luarocks
+# builds and installs the rock in the install checks, and lua5.3 is the
+# other Lua that loom must refuse to load into. (Debian's luarocks needs
+# one of lua5.1 to lua5.3 to run anyway; nothing here runs a bare `lua`,
+# which lua5.3 becomes unless the lua-interpreter alternative is set.)
 DEB_PACKAGES := gcc libc6-dev lua5.4 liblua5.4-dev libuv1-dev lua-busted libedit-dev \
-                pkg-config curl socat netcat-openbsd tmux
+                pkg-config curl socat netcat-openbsd tmux luarocks lua5.3
 
 .PHONY: all deps test asan bench demo install uninstall clean FORCE
 
@@ -185,17 +191,26 @@ bench: all
 	fi
 
 # --- install -----------------------------------------------------------------
+# The layout of Debian's Lua packages and of luarocks trees: the C module
+# under lib/lua/5.4, the Lua files under share/lua/5.4, where plain
+# lua5.4 looks when PREFIX is /usr/local or /usr.
+BIN_DIR      = $(DESTDIR)$(PREFIX)/bin
 LUA_CMOD_DIR = $(DESTDIR)$(PREFIX)/lib/lua/5.4/loom
 LUA_LMOD_DIR = $(DESTDIR)$(PREFIX)/share/lua/5.4/loom
+MAN1_DIR     = $(DESTDIR)$(PREFIX)/share/man/man1
+MAN_PAGE     = docs/loom.1
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(LUA_CMOD_DIR) $(LUA_LMOD_DIR)
-	install -m 755 $(EXE) $(DESTDIR)$(PREFIX)/bin/loom
+	install -d $(BIN_DIR) $(LUA_CMOD_DIR) $(LUA_LMOD_DIR) $(MAN1_DIR)
+	install -m 755 $(EXE) $(BIN_DIR)/loom
 	install -m 755 $(SO) $(LUA_CMOD_DIR)/core.so
 	install -m 644 $(LUA_SRCS) $(LUA_LMOD_DIR)/
+	install -m 644 $(MAN_PAGE) $(MAN1_DIR)/loom.1
 
+# Removes what install put there, and loom's own directories; the shared
+# ones (bin, man1, ...) stay.
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/loom $(LUA_CMOD_DIR)/core.so
+	rm -f $(BIN_DIR)/loom $(LUA_CMOD_DIR)/core.so $(MAN1_DIR)/loom.1
 	rm -f $(addprefix $(LUA_LMOD_DIR)/,$(notdir $(LUA_SRCS)))
 	rmdir $(LUA_CMOD_DIR) $(LUA_LMOD_DIR) 2>/dev/null || true
 

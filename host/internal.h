@@ -10,6 +10,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+** Without libuv's headers the build stops here, saying what to install:
+** a luarocks build gets no other hint. The message is the name of a file
+** that does not exist because a missing include is fatal, where #error
+** would go on into a page of errors about undefined uv types.
+*/
+#if defined(__has_include)
+#if !__has_include(<uv.h>)
+#include "uv.h (libuv's headers) is missing: install libuv1-dev (Debian, Ubuntu), libuv-devel (Fedora), libuv-dev (Alpine) or libuv (Homebrew), or pass UV_DIR=prefix to luarocks"
+#endif
+#endif
 #include <uv.h>
 
 #include "lua.h"

@@ -5,6 +5,10 @@
 #
 # Steps, in order:
 #   build        make all
+#   install      scripts/check-install.sh: the rockspec's file lists and the
+#                man page in step with the sources; `luarocks make` and
+#                `make install` into scratch trees, each checked from
+#                outside the checkout (one check per line it prints)
 #   module       lua5.4 + busted, loom from lua/ and build/lib/loom/core.so
 #   exe          build/bin/loom --plain busted, loom from the executable
 #   asan-build   make SANITIZE=1 all (build-asan/, ASan + UBSan)
@@ -161,6 +165,27 @@ exe_step() {
     LUA_PATH="$ROOT/tests/?.lua;;" "$@"
 }
 
+# install_step: scripts/check-install.sh, counting its "ok", "not ok" and
+# "skip" lines; a run that ends badly with no failure counted counts one.
+install_step() {
+  local log=$LOGS/install.log ok bad skip why=""
+  banner "install: scripts/check-install.sh"
+  MAKE="$MAKE" LUA="$LUA" bash scripts/check-install.sh < /dev/null 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  ok=$(grep -c '^ok - ' "$log")
+  bad=$(grep -c '^not ok - ' "$log")
+  skip=$(grep -c '^skip - ' "$log")
+  if (( rc != 0 && bad == 0 )); then
+    bad=1; why=" (exited with status $rc)"
+  elif (( ok + bad + skip == 0 )); then
+    bad=1; why=" (no check ran)"
+  fi
+  passed=$((passed + ok)); failed=$((failed + bad)); skipped=$((skipped + skip))
+  local line="$ok passed, $bad failed"
+  (( skip > 0 )) && line+=", $skip skipped"
+  note install "$line$why"
+}
+
 san_env() {
   local logs=$1
   SAN=(ASAN_OPTIONS="$ASAN_OPTIONS_BASE:log_path=$logs/asan"
@@ -173,6 +198,7 @@ run_step() {
       # Relinked every time, so a failed build leaves nothing stale to test.
       rm -f build/bin/loom build/lib/loom/core.so
       check build "$MAKE" "${MAKE_ARGS[@]}" all ;;
+    install) install_step ;;
     docs) check docs "$LUA" scripts/check-docs.lua ;;
     names)
       check names env LUA_CPATH="build/lib/?.so;;" \
@@ -200,7 +226,7 @@ run_step() {
 steps=("$@")
 (( ${#steps[@]} == 0 )) && steps=(all)
 case "${steps[*]}" in
-  all) steps=(build docs names module exe asan-build asan-exe asan-module) ;;
+  all) steps=(build install docs names module exe asan-build asan-exe asan-module) ;;
   asan) steps=(asan-build asan-exe asan-module) ;;
 esac
 

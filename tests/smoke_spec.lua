@@ -31,5 +31,12 @@ describe("smoke", function()
       local so = package.searchpath("loom.core", package.cpath)
       assert.truthy(so and so:find("/lib/loom/core.so", 1, true))
     end)
+  elseif mode == "rock" then
+    it("takes loom and loom.core from where they are installed", function()
+      local init = package.searchpath("loom", package.path)
+      assert.truthy(init and init:find("/share/lua/5.4/loom/init.lua", 1, true))
+      local so = package.searchpath("loom.core", package.cpath)
+      assert.truthy(so and so:find("/lib/lua/5.4/loom/core.so", 1, true))
+    end)
   end
 end)

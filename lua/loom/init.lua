@@ -4,6 +4,16 @@
 -- composes them into the public module and holds the policy: the default
 -- exception handler, loom.run and the executable's entry points.
 
+-- First of all: loom.core is built against Lua 5.4's API, so under another
+-- Lua the require below would fail on an undefined symbol. This file is
+-- kept free of 5.4-only syntax (<const>, <close>) so that the check runs
+-- at all under an older Lua; the install step of scripts/run-tests.sh
+-- loads it under Lua 5.3.
+if _VERSION ~= "Lua 5.4" then
+  error("loom needs Lua 5.4, but this is " .. tostring(_VERSION)
+    .. " (run it with lua5.4, or install it with luarocks --lua-version 5.4)", 0)
+end
+
 local core = require "loom.core"
 local errors = require "loom.errors"
 
