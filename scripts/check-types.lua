@@ -432,9 +432,6 @@ end
 --   plain    the sample is a plain table (no type name to compare)
 local MAP = {
   ["loom"] = { table = loom },
-  ["loom.fs"] = { table = loom.fs },
-  ["loom.thread"] = { table = loom.thread },
-  ["loom.trace"] = { table = loom.trace },
 
   ["loom.Loop"] = { object = obj.loop },
   ["loom.Handle"] = { object = obj.handle },
@@ -518,6 +515,14 @@ local MAP = {
   ["loom.ContextVar"] = { object = obj.contextvar },
   ["loom.ContextToken"] = { object = obj.token, plain = true },
 }
+
+-- Submodules, the plain tables of the module (loom.fs, loom.thread,
+-- loom.trace, ...): their keys.
+for k, v in pairs(loom) do
+  if public(k) and type(v) == "table" and getmetatable(v) == nil then
+    MAP["loom." .. k] = { table = v }
+  end
+end
 
 -- Errors: the class table's names and those of real instances.
 for _, name in ipairs { "Error", "CancelledError", "TimeoutError",

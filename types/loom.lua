@@ -89,7 +89,7 @@ function loom.sleep(delay, ...) end
 ---Suspends the running task until the future is done; returns its
 ---results or raises its error unchanged.
 ---@async
----@param fut loom.Future|loom.ConcurrentFuture
+---@param fut loom.Future
 ---@return any ...
 function loom.await(fut) end
 
