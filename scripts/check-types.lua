@@ -7,8 +7,10 @@
 -- every type of the core (the loom.* metatables of the registry) is
 -- mapped to an annotation class or listed as internal below. Exits 1 and
 -- lists the problems otherwise.
---   usage: lua5.4 scripts/check-types.lua   (from the repository root,
---   with build/lib and lua/ on the paths, as the names check runs)
+--   usage: lua5.4 scripts/check-types.lua [dir]
+-- from the repository root, with build/lib and lua/ on the paths, as the
+-- names check runs (or under `loom --plain`); dir is the directory of the
+-- annotations, types by default.
 
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "build/lib/?.so;" .. package.cpath
@@ -146,8 +148,9 @@ local function parse(file)
   end
 end
 
-local files = ls("find types -name '*.lua'")
-if #files == 0 then problem("no annotation file under types/") end
+local TYPES = arg and arg[1] or "types"
+local files = ls("find '" .. TYPES:gsub("'", [['\'']]) .. "' -name '*.lua'")
+if #files == 0 then problem("no annotation file under %s", TYPES) end
 for _, f in ipairs(files) do parse(f) end
 
 -- The names of a class with those of its parents: name -> {kind =
@@ -629,7 +632,8 @@ end
 
 if #problems > 0 then
   table.sort(problems)
-  io.stderr:write("check-types: ", #problems, " problem(s) in types/:\n  ",
+  io.stderr:write("check-types: ", #problems, " problem(s) in ", TYPES,
+    ":\n  ",
     table.concat(problems, "\n  "), "\n")
   os.exit(1)
 end

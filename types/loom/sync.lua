@@ -85,7 +85,7 @@ function Condition:wait() end
 function Condition:wait_for(predicate) end
 
 ---Wakes up to `n` waiters (default 1); the lock must be held.
----@param n? integer
+---@param n? number
 function Condition:notify(n) end
 
 ---Wakes every waiter; the lock must be held.
