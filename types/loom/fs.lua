@@ -180,7 +180,7 @@ function File:read(...) end
 ---An iterator calling `file:read(...)` each time.
 ---@async
 ---@param ... loom.fs.Format
----@return fun(): string|nil
+---@return fun(): string
 function File:lines(...) end
 
 ---Writes strings and numbers in order, as one request; returns the file.

@@ -58,7 +58,7 @@ function StreamReader:readline() end
 ---An iterator over the lines (each with its `"\n"`), ending at EOF:
 ---`for line in reader:lines() do ... end` inside a task.
 ---@async
----@return fun(): string|nil
+---@return fun(): string
 function StreamReader:lines() end
 
 ---Appends `data` and wakes a waiting read; an error after `feed_eof`.
