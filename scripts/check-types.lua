@@ -3,9 +3,10 @@
 -- the submodule tables, and the methods and fields of every object type,
 -- taken from real objects) must be annotated, and every name an
 -- annotation declares must exist at runtime. Also: every annotation file
--- loads as Lua, every loom.* type an annotation uses is declared, and
--- every type of the core (the loom.* metatables of the registry) is
--- mapped to an annotation class or listed as internal below. Exits 1 and
+-- loads as Lua, every loom.* type an annotation uses is declared, the
+-- string values of some aliases are those the C source has, and every
+-- type of the core (the loom.* metatables of the registry) is mapped to
+-- an annotation class or listed as internal below. Exits 1 and
 -- lists the problems otherwise.
 --   usage: lua5.4 scripts/check-types.lua [dir]
 -- from the repository root, with build/lib and lua/ on the paths, as the
@@ -50,6 +51,7 @@ end
 -- classes[name] = {parents = {...}, names = {name = "field"|"function"},
 -- where = "file:line"}
 local classes, aliases, typerefs = {}, {}, {}
+local literals = {}    -- alias -> {string literal = true}: its "..." values
 
 -- The type expression at the start of s: up to the first blank outside
 -- brackets that neither follows nor precedes ":", "," or "|".
@@ -83,7 +85,11 @@ end
 local function parse(file)
   local fn, err = loadfile(file)
   if not fn then problem("%s does not load as Lua: %s", file, err) end
-  local current, bound, lineno = nil, {}, 0
+  local current, bound, lineno, alias = nil, {}, 0, nil
+  local function literal(expr)
+    local v = expr:match('^%s*"([^"]*)"%s*$')
+    if v then literals[alias][v] = true end
+  end
   for line in (read(file) .. "\n"):gmatch("(.-)\r?\n") do
     lineno = lineno + 1
     local where = file .. ":" .. lineno
@@ -117,11 +123,18 @@ local function parse(file)
       usetypes(typeexpr(rest), where)
     elseif tag == "alias" then
       local name, t = rest:match("^([%w_%.]+)%s*(.*)$")
-      aliases[name] = where
-      usetypes(typeexpr(t), where)
+      aliases[name], alias, literals[name] = where, name, {}
+      t = typeexpr(t)
+      usetypes(t, where)
+      for unit in (t .. "|"):gmatch("([^|]*)|") do literal(unit) end
     elseif line:match("^%-%-%-|") then
-      usetypes(typeexpr(line:match("^%-%-%-|%s*(.*)$")), where)
-    elseif not line:match("^%-%-%-") then
+      local t = typeexpr(line:match("^%-%-%-|%s*(.*)$"))
+      usetypes(t, where)
+      if alias then literal(t) end
+    elseif line:match("^%-%-%-") then
+      alias = nil
+    else
+      alias = nil
       -- a line of code ends a class's block; `local X = {}` or `X = {}`
       -- right after it binds X to the class
       local var = line:match("^local%s+([%a_][%w_]*)%s*=%s*{}")
@@ -537,6 +550,13 @@ end
 -- OSError's .errors comes only with "Multiple exceptions" of a connection.
 MAP["loom.OSError"].src = { "lua/loom/streams.lua" }
 
+-- Aliases of string values -> the C source that makes the same set of
+-- strings, and the pattern that finds them there.
+local ALIASES = {
+  ["loom.SocketOption"] = { "host/socket.c", '{"([%w_]+)", [%w_]+, [%w_]+, %d}' },
+  ["loom.fs.Type"] = { "host/fs.c", ': return "([%w_]+)";' },
+}
+
 -- Core types (metatables in the registry) that no annotation describes:
 -- private helpers of the Lua layer, never handed to a program.
 local INTERNAL = {
@@ -612,6 +632,20 @@ for cname, m in pairs(MAP) do
           type(values[k]))
       end
     end
+  end
+end
+
+for aname, a in pairs(ALIASES) do
+  local real, vals = {}, literals[aname] or {}
+  for v in read(a[1]):gmatch(a[2]) do real[v] = true end
+  if next(real) == nil then problem("%s: no value found in %s", aname, a[1]) end
+  if aliases[aname] == nil then problem("%s: not annotated", aname) end
+  for v in pairs(real) do
+    checked = checked + 1
+    if not vals[v] then problem('%s: "%s" (%s) not annotated', aname, v, a[1]) end
+  end
+  for v in pairs(vals) do
+    if not real[v] then problem('%s: "%s" annotated, but not in %s', aname, v, a[1]) end
   end
 end
 

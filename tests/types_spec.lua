@@ -135,6 +135,15 @@ describe("check-types.lua fails", function()
     end
   end)
 
+  it("on a value of an alias that the C source does not have, or lacks", function()
+    local dir = copy()
+    edit(dir, "loom/net.lua", '---| "ip_ttl"', '---| "ip_tll"')
+    local status, out = check(dir)
+    assert.are.equal(1, status, out)
+    assert.truthy(out:find('loom.SocketOption: "ip_tll" annotated, but not in host/socket.c', 1, true), out)
+    assert.truthy(out:find('loom.SocketOption: "ip_ttl" (host/socket.c) not annotated', 1, true), out)
+  end)
+
   it("on a type that is not declared, a class declared twice, a class with nothing real behind it", function()
     local dir = copy()
     edit(dir, "loom/loop.lua", "---@return loom.TimerHandle\nfunction Loop:call_later",
