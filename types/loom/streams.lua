@@ -126,7 +126,7 @@ function StreamWriter:get_extra_info(name, default) end
 
 ---The protocol that feeds a StreamReader from a transport
 ---(`loom.StreamReaderProtocol(reader, [client_connected_cb])`).
----@class loom.StreamReaderProtocol
+---@class loom.StreamReaderProtocol: loom.Protocol
 local StreamReaderProtocol = {}
 
 ---@param transport loom.TCPTransport
