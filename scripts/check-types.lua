@@ -3,11 +3,11 @@
 -- the submodule tables, and the methods and fields of every object type,
 -- taken from real objects) must be annotated, and every name an
 -- annotation declares must exist at runtime. Also: every annotation file
--- loads as Lua, every loom.* type an annotation uses is declared, the
--- string values of some aliases are those the C source has, and every
--- type of the core (the loom.* metatables of the registry) is mapped to
--- an annotation class or listed as internal below. Exits 1 and
--- lists the problems otherwise.
+-- loads as Lua, every @param names a parameter of its function, every
+-- loom.* type an annotation uses is declared, the string values of some
+-- aliases are those the C source has, and every type of the core (the
+-- loom.* metatables of the registry) is mapped to an annotation class or
+-- listed as internal below. Exits 1 and lists the problems otherwise.
 --   usage: lua5.4 scripts/check-types.lua [dir]
 -- from the repository root, with build/lib and lua/ on the paths, as the
 -- names check runs (or under `loom --plain`); dir is the directory of the
@@ -86,6 +86,7 @@ local function parse(file)
   local fn, err = loadfile(file)
   if not fn then problem("%s does not load as Lua: %s", file, err) end
   local current, bound, lineno, alias = nil, {}, 0, nil
+  local params = {}      -- the @param names since the last line of code
   local function literal(expr)
     local v = expr:match('^%s*"([^"]*)"%s*$')
     if v then literals[alias][v] = true end
@@ -117,8 +118,9 @@ local function parse(file)
         usetypes(typeexpr(t), where)
       end
     elseif tag == "param" then
-      local t = rest:match("^[%w_%.]+%??%s+(.*)$")
+      local pname, t = rest:match("^([%w_%.]+)%??%s+(.*)$")
       if t then usetypes(typeexpr(t), where) end
+      params[#params + 1] = { name = pname or rest, where = where }
     elseif tag == "return" or tag == "overload" or tag == "type" then
       usetypes(typeexpr(rest), where)
     elseif tag == "alias" then
@@ -145,6 +147,17 @@ local function parse(file)
         end
       end
       current = nil
+      -- each @param names a parameter of the function it documents
+      local args = line:match("^function%s+[%w_.:]+%s*%(([^)]*)%)")
+      local have = {}
+      for a in (args or ""):gmatch("[%w_.]+") do have[a] = true end
+      for _, pm in ipairs(params) do
+        if not have[pm.name] then
+          problem("%s: @param %s names no parameter of the function below",
+            pm.where, pm.name)
+        end
+      end
+      params = {}
       local v, m = line:match("^function%s+([%a_][%w_]*)[:.]([%a_][%w_]*)%s*%(")
       if v == nil then
         v, m = line:match("^([%a_][%w_]*)%.([%a_][%w_]*)%s*=")

@@ -157,6 +157,15 @@ describe("check-types.lua fails", function()
     assert.truthy(out:find("loom.Gadget: annotated", 1, true), out)
   end)
 
+  it("on a @param that names no parameter of its function", function()
+    local dir = copy()
+    edit(dir, "loom/loop.lua", "---@param delay number seconds, >= 0\n---@param cb fun(...: any)\n---@param ... any arguments for `cb`\n---@return loom.TimerHandle\nfunction Loop:call_later",
+         "---@param dealy number seconds, >= 0\n---@param cb fun(...: any)\n---@param ... any arguments for `cb`\n---@return loom.TimerHandle\nfunction Loop:call_later")
+    local status, out = check(dir)
+    assert.are.equal(1, status, out)
+    assert.truthy(out:find("@param dealy names no parameter of the function below", 1, true), out)
+  end)
+
   it("on a file that is not Lua", function()
     local dir = copy()
     writefile(dir .. "/loom/broken.lua", "---@meta _\nlocal x = = 1\n")
