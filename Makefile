@@ -8,7 +8,8 @@
 #   make demo       run scripts/demo.lua with the executable
 #   make bench      scripts/bench/run.sh
 #   make install    bin/loom, lib/lua/5.4/loom/core.so, share/lua/5.4/loom/,
-#                   share/man/man1/loom.1 under PREFIX=/usr/local; DESTDIR
+#                   share/man/man1/loom.1, share/loom/types/ (the editor
+#                   annotations) under PREFIX=/usr/local; DESTDIR
 #                   honoured (make uninstall removes them)
 #   make clean
 #
@@ -199,6 +200,9 @@ LUA_CMOD_DIR = $(DESTDIR)$(PREFIX)/lib/lua/5.4/loom
 LUA_LMOD_DIR = $(DESTDIR)$(PREFIX)/share/lua/5.4/loom
 MAN1_DIR     = $(DESTDIR)$(PREFIX)/share/man/man1
 MAN_PAGE     = docs/loom.1
+# The Lua Language Server's annotations (types/): data, not modules.
+TYPES_DIR    = $(DESTDIR)$(PREFIX)/share/loom/types
+TYPES_SRCS   = $(sort $(wildcard types/loom/*.lua))
 
 install: all
 	install -d $(BIN_DIR) $(LUA_CMOD_DIR) $(LUA_LMOD_DIR) $(MAN1_DIR)
@@ -206,13 +210,18 @@ install: all
 	install -m 755 $(SO) $(LUA_CMOD_DIR)/core.so
 	install -m 644 $(LUA_SRCS) $(LUA_LMOD_DIR)/
 	install -m 644 $(MAN_PAGE) $(MAN1_DIR)/loom.1
+	install -d $(TYPES_DIR)/loom
+	install -m 644 types/loom.lua $(TYPES_DIR)/
+	install -m 644 $(TYPES_SRCS) $(TYPES_DIR)/loom/
 
 # Removes what install put there, and loom's own directories; the shared
 # ones (bin, man1, ...) stay.
 uninstall:
 	rm -f $(BIN_DIR)/loom $(LUA_CMOD_DIR)/core.so $(MAN1_DIR)/loom.1
 	rm -f $(addprefix $(LUA_LMOD_DIR)/,$(notdir $(LUA_SRCS)))
-	rmdir $(LUA_CMOD_DIR) $(LUA_LMOD_DIR) 2>/dev/null || true
+	rm -f $(TYPES_DIR)/loom.lua $(addprefix $(TYPES_DIR)/loom/,$(notdir $(TYPES_SRCS)))
+	rmdir $(LUA_CMOD_DIR) $(LUA_LMOD_DIR) $(TYPES_DIR)/loom $(TYPES_DIR) \
+	  $(DESTDIR)$(PREFIX)/share/loom 2>/dev/null || true
 
 clean:
 	rm -rf build build-asan

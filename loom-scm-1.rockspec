@@ -111,7 +111,7 @@ build = {
    },
    -- Installed under the rock's directory in the tree
    -- (lib/luarocks/rocks-5.4/loom/scm-1/docs): the manual, loom.1 with it.
-   copy_directories = { "docs" },
+   copy_directories = { "docs", "types" },
 }
 
 -- `luarocks test [SPEC...]`: the busted specs of tests/ against the loom

@@ -211,14 +211,16 @@ check_make() {
   # Exactly these files, nothing elsewhere under DESTDIR.
   want=$( { echo "$p/bin/loom"; echo "$p/lib/lua/5.4/loom/core.so"
             for f in lua/loom/*.lua; do echo "$p/share/lua/5.4/loom/${f##*/}"; done
-            echo "$p/share/man/man1/loom.1"; } | sort)
+            echo "$p/share/man/man1/loom.1"; echo "$p/share/loom/types/loom.lua"
+            for f in types/loom/*.lua; do echo "$p/share/loom/types/loom/${f##*/}"; done
+          } | sort)
   got=$(find "$dest" -type f 2>/dev/null | sort)
   if [[ $got == "$want" ]] && [[ -x $p/bin/loom ]] &&
      cmp -s docs/loom.1 "$p/share/man/man1/loom.1"; then
-    ok "the layout: bin, lib/lua/5.4, share/lua/5.4, share/man/man1"
+    ok "the layout: bin, lib/lua/5.4, share/lua/5.4, share/man/man1, share/loom/types"
   else
     diff <(echo "$want") <(echo "$got") > "$OUT"
-    not_ok "the layout: bin, lib/lua/5.4, share/lua/5.4, share/man/man1"
+    not_ok "the layout: bin, lib/lua/5.4, share/lua/5.4, share/man/man1, share/loom/types"
   fi
 
   expect_out "installed bin/loom -e runs a main task" "ok" \

@@ -9,6 +9,7 @@
 #                man page in step with the sources; `luarocks make` and
 #                `make install` into scratch trees, each checked from
 #                outside the checkout (one check per line it prints)
+#   types        (after docs, names) types/ annotates the module exactly
 #   module       lua5.4 + busted, loom from lua/ and build/lib/loom/core.so
 #   exe          build/bin/loom --plain busted, loom from the executable
 #   asan-build   make SANITIZE=1 all (build-asan/, ASan + UBSan)
@@ -204,6 +205,9 @@ run_step() {
       check names env LUA_CPATH="build/lib/?.so;;" \
         LUA_PATH="lua/?.lua;lua/?/init.lua;;" "$LUA" scripts/check-names.lua \
         "$ROOT/../shared/DESIGN.md" ;;
+    types)
+      check types env LUA_CPATH="build/lib/?.so;;" \
+        LUA_PATH="lua/?.lua;lua/?/init.lua;;" "$LUA" scripts/check-types.lua ;;
     module) module_step module build "" ;;
     exe) exe_step exe build "" ;;
     asan-build)
@@ -226,7 +230,7 @@ run_step() {
 steps=("$@")
 (( ${#steps[@]} == 0 )) && steps=(all)
 case "${steps[*]}" in
-  all) steps=(build install docs names module exe asan-build asan-exe asan-module) ;;
+  all) steps=(build install docs names types module exe asan-build asan-exe asan-module) ;;
   asan) steps=(asan-build asan-exe asan-module) ;;
 esac
 
