@@ -31,7 +31,7 @@ local function shquote(s) return "'" .. tostring(s):gsub("'", [['\'']]) .. "'" e
 -- The programs run in directories of their own: the path must be absolute.
 local EXE = os.getenv("LOOM_EXE") or (ROOT .. "/build/bin/loom")
 if EXE:sub(1, 1) ~= "/" then
-  local p = io.popen("realpath " .. shquote(EXE))
+  local p = io.popen("unset LD_PRELOAD; realpath " .. shquote(EXE))
   EXE = p:read("l") or EXE
   p:close()
 end
@@ -49,8 +49,10 @@ local function writefile(path, s)
   f:close()
 end
 
+-- Every command drops LD_PRELOAD (see above): mktemp, ls and rm must not
+-- run with the sanitizer runtime either.
 local function lines_of(cmd)
-  local p = assert(io.popen(cmd))
+  local p = assert(io.popen("unset LD_PRELOAD; " .. cmd))
   local t = {}
   for l in p:lines() do t[#t + 1] = l end
   p:close()
@@ -132,9 +134,9 @@ for _, path in ipairs(pages) do
         it(("line %d runs%s%s"):format(b.line, plain and " (--plain)" or "",
             b.expected and ", printing what the page shows" or ""), function()
           local dir = lines_of("mktemp -d")[1]
-          finally(function() os.execute("rm -rf " .. shquote(dir)) end)
+          finally(function() os.execute("unset LD_PRELOAD; rm -rf " .. shquote(dir)) end)
           writefile(dir .. "/block.lua", b.body)
-          local cmd = ("unset LD_PRELOAD; cd %s && timeout -s KILL 120 %s %s block.lua </dev/null >out 2>err; echo $?")
+          local cmd = ("cd %s && timeout -s KILL 120 %s %s block.lua </dev/null >out 2>err; echo $?")
             :format(shquote(dir), shquote(EXE), plain and "--plain" or "")
           local status = tonumber(lines_of(cmd)[1])
           local out, err = readfile(dir .. "/out"), readfile(dir .. "/err")
