@@ -114,6 +114,41 @@ local function count(s, needle)
   end
 end
 
+-- Every program of scripts/examples/ and the spec that runs it and checks
+-- its output. A new example needs a spec and a line here.
+local COVERED = {
+  ["chat_server.lua"] = "tests/examples_spec.lua",
+  ["echo_client.lua"] = "tests/examples_spec.lua",
+  ["echo_server.lua"] = "tests/examples_spec.lua",
+  ["http_server.lua"] = "tests/examples_spec.lua",
+  ["multicore_echo.lua"] = "tests/examples_spec.lua",
+  ["jobs.lua"] = "tests/jobs_spec.lua",
+  ["trace_demo.lua"] = "tests/trace_spec.lua",
+}
+
+describe("scripts/examples/", function()
+  it("holds only programs that a spec runs", function()
+    local p = assert(io.popen("unset LD_PRELOAD; ls " .. shquote(EXAMPLES)))
+    local n = 0
+    for name in p:lines() do
+      n = n + 1
+      assert(COVERED[name], "scripts/examples/" .. name .. " is run by no spec (see COVERED)")
+    end
+    p:close()
+    local listed = 0
+    for name, spec in pairs(COVERED) do
+      listed = listed + 1
+      local src = readfile(ROOT .. "/" .. spec)
+      -- started by start(), named after EXAMPLES, or by its path
+      local runs = src:find('start("' .. name .. '"', 1, true)
+        or src:find('EXAMPLES .. "' .. name .. '"', 1, true)
+        or src:find("/scripts/examples/" .. name, 1, true)
+      assert(runs, spec .. " does not run " .. name)
+    end
+    assert.are.equal(listed, n, "COVERED lists a program that is not in scripts/examples/")
+  end)
+end)
+
 describe("scripts/examples/http_server.lua", function()
   local srv, url
   lazy_setup(function()
