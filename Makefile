@@ -67,11 +67,13 @@ UV_CFLAGS   = $(call once,UV_CFLAGS,$(PKG_CONFIG) --cflags libuv)
 UV_LIBS     = $(call once,UV_LIBS,$(PKG_CONFIG) --libs libuv)
 EDIT_CFLAGS = $(call once,EDIT_CFLAGS,$(PKG_CONFIG) --cflags libedit)
 EDIT_LIBS   = $(call once,EDIT_LIBS,$(PKG_CONFIG) --libs libedit)
+SSL_CFLAGS  = $(call once,SSL_CFLAGS,$(PKG_CONFIG) --cflags openssl)
+SSL_LIBS    = $(call once,SSL_LIBS,$(PKG_CONFIG) --libs openssl)
 
 # One set of position-independent objects serves both the module and the
 # executable (which is PIE anyway).
 ALL_CPPFLAGS = $(strip -D_GNU_SOURCE -I$(HOSTDIR) $(LUA_CFLAGS) $(UV_CFLAGS) \
-               $(EDIT_CFLAGS) $(CPPFLAGS))
+               $(EDIT_CFLAGS) $(SSL_CFLAGS) $(CPPFLAGS))
 ALL_CFLAGS   = $(strip -std=c11 $(OPTFLAGS) -fPIC $(WARNINGS) $(SANFLAGS) \
                $(CFLAGS))
 ALL_LDFLAGS  = $(strip $(SANFLAGS) $(LDFLAGS))
@@ -92,9 +94,11 @@ SO  := $(BUILD)/lib/loom/core.so
 
 # curl, socat and nc are real peers for the network tests (curl for the
 # HTTP example, socat and nc for raw TCP, UDP and Unix sockets); tmux
-# drives the prompt through a pseudo-terminal in its tests.
+# drives the prompt through a pseudo-terminal in its tests. libssl-dev is
+# TLS (host/tls.c); the openssl tool makes the tests' certificates and is
+# their TLS peer (s_server, s_client).
 DEB_PACKAGES := gcc libc6-dev lua5.4 liblua5.4-dev libuv1-dev lua-busted libedit-dev \
-                pkg-config curl socat netcat-openbsd tmux
+                libssl-dev pkg-config curl socat netcat-openbsd tmux openssl
 
 .PHONY: all deps test asan bench demo install uninstall clean FORCE
 
@@ -149,14 +153,15 @@ $(GEN_C): $(GEN_STAMP)
 # is not linked against liblua.
 $(SO): $(CORE_OBJS)
 	@mkdir -p $(@D)
-	$(CC) -shared $(ALL_LDFLAGS) $(SO_LDFLAGS) -o $@ $^ $(strip $(UV_LIBS)) -lm
+	$(CC) -shared $(ALL_LDFLAGS) $(SO_LDFLAGS) -o $@ $^ \
+	  $(strip $(UV_LIBS) $(SSL_LIBS)) -lm
 
 # -Wl,-E exports Lua's API from the executable, so C modules built for the
 # system Lua load in it.
 $(EXE): $(MAIN_OBJ) $(CORE_OBJS) $(GEN_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -Wl,-E -o $@ $^ \
-	  $(strip $(LUA_LIBS) $(UV_LIBS) $(EDIT_LIBS)) -lm -ldl
+	  $(strip $(LUA_LIBS) $(UV_LIBS) $(SSL_LIBS) $(EDIT_LIBS)) -lm -ldl
 
 -include $(wildcard $(BUILD)/obj/*.d $(BUILD)/gen/*.d)
 
