@@ -47,7 +47,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "internal.h"
+#include "stream.h"   /* loom__protocol_report */
 
 #define CTX_MT   "loom.tls.Context"
 #define TLST_MT  "loom.TLSTransport"
@@ -690,8 +690,8 @@ typedef struct tls {
 } tls;
 
 /* User values of a TLS transport. */
-enum { TUV_RAW = 1, TUV_APP, TUV_LOOP, TUV_CTX, TUV_WAITER, TUV_TIMER,
-       TUV_ERR, TUV_PENDING, TUV_SNICTX, TUV_NUV = TUV_SNICTX };
+enum { TLSUV_RAW = 1, TLSUV_APP, TLSUV_LOOP, TLSUV_CTX, TLSUV_WAITER, TLSUV_TIMER,
+       TLSUV_ERR, TLSUV_PENDING, TLSUV_SNICTX, TLSUV_NUV = TLSUV_SNICTX };
 
 static int tlsidx;  /* SSL ex_data index of the tls struct */
 
@@ -733,11 +733,19 @@ static void uvmethod (lua_State *L, int tidx, int uv, const char *name,
   lua_pop(L, 1);
 }
 
-/* The application's protocol method name(transport, args) when it has
-** one; its first result is left on top (nil when missing). */
+static void fatal (lua_State *L, struct tls *t, int tidx, int eidx);
+
+/*
+** The application's protocol method name(proto, args) with the nargs
+** values on top, when it has one; its first result is left on top (nil
+** when missing). Protected: an error goes to the exception handler
+** ("Fatal error: protocol.<name>() call failed.", with this transport
+** and the application's protocol), and the connection is aborted,
+** connection_lost getting the error. [-nargs, +1, e]
+*/
 static void appcall (lua_State *L, int tidx, const char *name, int nargs) {
   int base = lua_gettop(L) - nargs;
-  lua_getiuservalue(L, tidx, TUV_APP);       /* proto */
+  lua_getiuservalue(L, tidx, TLSUV_APP);       /* proto */
   if (lua_isnil(L, -1) || lua_getfield(L, -1, name) == LUA_TNIL) {
     lua_settop(L, base);
     lua_pushnil(L);
@@ -745,14 +753,37 @@ static void appcall (lua_State *L, int tidx, const char *name, int nargs) {
   }
   lua_insert(L, base + 1);                   /* fn, args, proto */
   lua_insert(L, base + 2);                   /* fn, proto, args */
-  lua_call(L, nargs + 1, 1);
+  lua_pushcfunction(L, loom__traceback);
+  lua_insert(L, base + 1);                   /* msgh, fn, proto, args */
+  if (lua_pcall(L, nargs + 1, 1, base + 1) == LUA_OK) {
+    lua_remove(L, base + 1);
+    return;
+  }
+  lua_pushcfunction(L, loom__protocol_report);   /* base + 3 */
+  lua_getiuservalue(L, tidx, TLSUV_LOOP);
+  lua_pushvalue(L, base + 2);
+  lua_pushvalue(L, tidx);
+  lua_getiuservalue(L, tidx, TLSUV_APP);
+  lua_pushlightuserdata(L, (void *)name);
+  lua_pushfstring(L, "Fatal error: protocol.%s() call failed.", name);
+  lua_pcall(L, 6, 0, 0);
+  lua_settop(L, base + 2);
+  if (lua_istable(L, -1) && !lua_getmetatable(L, -1)) {  /* the error */
+    lua_getfield(L, -1, "exception");
+    lua_replace(L, -2);
+  }
+  else if (lua_istable(L, -1))
+    lua_pop(L, 1);
+  fatal(L, (struct tls *)lua_touserdata(L, tidx), tidx, -1);
+  lua_settop(L, base);
+  lua_pushnil(L);
 }
 
 static void cancel_timer (lua_State *L, int tidx) {
-  if (lua_getiuservalue(L, tidx, TUV_TIMER) != LUA_TNIL) {
+  if (lua_getiuservalue(L, tidx, TLSUV_TIMER) != LUA_TNIL) {
     method(L, -1, "cancel", 0, 0);
     lua_pushnil(L);
-    lua_setiuservalue(L, tidx, TUV_TIMER);
+    lua_setiuservalue(L, tidx, TLSUV_TIMER);
   }
   lua_pop(L, 1);
 }
@@ -764,12 +795,12 @@ static void start_timer (lua_State *L, int tidx, double secs) {
   cancel_timer(L, tidx);
   if (secs <= 0)
     return;
-  lua_getiuservalue(L, tidx, TUV_LOOP);
+  lua_getiuservalue(L, tidx, TLSUV_LOOP);
   lua_pushnumber(L, secs);
   lua_pushcfunction(L, on_timeout);
   lua_pushvalue(L, tidx);
   method(L, -4, "call_later", 3, 1);
-  lua_setiuservalue(L, tidx, TUV_TIMER);
+  lua_setiuservalue(L, tidx, TLSUV_TIMER);
   lua_pop(L, 1);
 }
 
@@ -778,12 +809,12 @@ static void start_timer (lua_State *L, int tidx, double secs) {
 static void wake_waiter (lua_State *L, int tidx, int eidx) {
   loom_future *f;
   eidx = eidx ? lua_absindex(L, eidx) : 0;
-  if (lua_getiuservalue(L, tidx, TUV_WAITER) == LUA_TNIL) {
+  if (lua_getiuservalue(L, tidx, TLSUV_WAITER) == LUA_TNIL) {
     lua_pop(L, 1);
     return;
   }
   lua_pushnil(L);
-  lua_setiuservalue(L, tidx, TUV_WAITER);
+  lua_setiuservalue(L, tidx, TLSUV_WAITER);
   f = (loom_future *)lua_touserdata(L, -1);
   if (f != NULL && f->state == LOOM_PENDING) {
     if (eidx) {
@@ -796,6 +827,44 @@ static void wake_waiter (lua_State *L, int tidx, int eidx) {
   lua_pop(L, 1);
 }
 
+/*
+** The fast path of flush, with the plain transport on top: when it is a
+** stream transport of stream.c with nothing queued, the records go to
+** the socket straight from the write BIO (uv_try_write), as its write
+** would try first, without making a string. Returns whether it wrote
+** (some of) them; what is left goes the ordinary way.
+*/
+static int trywrite (lua_State *L, tls *t) {
+  static _Thread_local char scratch[16384];
+  loom_tcp_ud *u = (loom_tcp_ud *)luaL_testudata(L, -1, TRANSPORT_MT);
+  loom_conn *c = u != NULL ? u->c : NULL;
+  char *d;
+  long len;
+  uv_buf_t ub;
+  int r;
+  if (c == NULL || c->nwrites != 0 || c->closing || c->closed
+      || c->sending != NULL || c->eof_out)
+    return 0;
+  len = BIO_get_mem_data(t->wbio, &d);
+  if (len <= 0 || len > INT32_MAX)
+    return 0;
+  ub = uv_buf_init(d, (unsigned int)len);
+  r = uv_try_write((uv_stream_t *)&c->h, &ub, 1);
+  if (r <= 0)
+    return 0;  /* EAGAIN, or an error the write will meet and report */
+  if (r == len)
+    (void)BIO_reset(t->wbio);
+  else
+    while (r > 0) {   /* drop what went out */
+      int k = BIO_read(t->wbio, scratch,
+                       r < (int)sizeof scratch ? r : (int)sizeof scratch);
+      if (k <= 0)
+        break;
+      r -= k;
+    }
+  return 1;
+}
+
 /* Moves what OpenSSL wrote (records) to the plain transport. */
 static void flush (lua_State *L, tls *t, int tidx) {
   size_t n = BIO_ctrl_pending(t->wbio);
@@ -804,16 +873,20 @@ static void flush (lua_State *L, tls *t, int tidx) {
   int r;
   if (n == 0)
     return;
-  if (t->lost || lua_getiuservalue(L, tidx, TUV_RAW) == LUA_TNIL) {
+  if (t->lost || lua_getiuservalue(L, tidx, TLSUV_RAW) == LUA_TNIL) {
     (void)BIO_reset(t->wbio);
     if (!t->lost)
       lua_pop(L, 1);
     return;
   }
-  p = luaL_buffinitsize(L, &b, n);
-  r = BIO_read(t->wbio, p, (int)n);
-  luaL_pushresultsize(&b, r > 0 ? (size_t)r : 0);
-  method(L, -2, "write", 1, 0);
+  if (trywrite(L, t))
+    n = BIO_ctrl_pending(t->wbio);
+  if (n > 0) {
+    p = luaL_buffinitsize(L, &b, n);
+    r = BIO_read(t->wbio, p, (int)n);
+    luaL_pushresultsize(&b, r > 0 ? (size_t)r : 0);
+    method(L, -2, "write", 1, 0);
+  }
   lua_pop(L, 1);
 }
 
@@ -821,7 +894,7 @@ static void flush (lua_State *L, tls *t, int tidx) {
 ** A fatal error (at eidx) of the connection: the handshake waiter gets
 ** it, connection_lost will, and the plain transport is aborted.
 */
-static void fatal (lua_State *L, tls *t, int tidx, int eidx) {
+static void fatal (lua_State *L, struct tls *t, int tidx, int eidx) {
   eidx = lua_absindex(L, eidx);
   if (t->state == ST_CLOSED)
     return;
@@ -829,11 +902,11 @@ static void fatal (lua_State *L, tls *t, int tidx, int eidx) {
   t->closing = 1;
   cancel_timer(L, tidx);
   lua_pushvalue(L, eidx);
-  lua_setiuservalue(L, tidx, TUV_ERR);
-  if (!t->made && lua_getiuservalue(L, tidx, TUV_WAITER) == LUA_TNIL) {
+  lua_setiuservalue(L, tidx, TLSUV_ERR);
+  if (!t->made && lua_getiuservalue(L, tidx, TLSUV_WAITER) == LUA_TNIL) {
     /* a server's connection failed before the application saw it:
     ** reported in debug mode, as asyncio does */
-    lua_getiuservalue(L, tidx, TUV_LOOP);
+    lua_getiuservalue(L, tidx, TLSUV_LOOP);
     method(L, -1, "get_debug", 0, 1);
     if (lua_toboolean(L, -1)) {
       lua_createtable(L, 0, 3);
@@ -849,7 +922,7 @@ static void fatal (lua_State *L, tls *t, int tidx, int eidx) {
   }
   lua_pop(L, 1);
   wake_waiter(L, tidx, eidx);
-  uvmethod(L, tidx, TUV_RAW, "abort", 0);
+  uvmethod(L, tidx, TLSUV_RAW, "abort", 0);
 }
 
 /* Pushes the error for an SSL call that failed with r. */
@@ -884,10 +957,10 @@ static void shutdown_tls (lua_State *L, tls *t, int tidx);
 static void handshake_done (lua_State *L, tls *t, int tidx) {
   t->state = ST_WRAPPED;
   cancel_timer(L, tidx);
-  if (lua_getiuservalue(L, tidx, TUV_PENDING) == LUA_TTABLE) {
+  if (lua_getiuservalue(L, tidx, TLSUV_PENDING) == LUA_TTABLE) {
     lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
     lua_pushnil(L);
-    lua_setiuservalue(L, tidx, TUV_PENDING);
+    lua_setiuservalue(L, tidx, TLSUV_PENDING);
     for (i = 1; i <= n && t->state == ST_WRAPPED; i++) {
       lua_rawgeti(L, -1, i);
       sslwrite(L, t, tidx, -1);
@@ -929,7 +1002,7 @@ static void got_close_notify (lua_State *L, tls *t, int tidx) {
   t->closing = 1;
   cancel_timer(L, tidx);
   flush(L, t, tidx);
-  uvmethod(L, tidx, TUV_RAW, "close", 0);
+  uvmethod(L, tidx, TLSUV_RAW, "close", 0);
 }
 
 /*
@@ -953,7 +1026,7 @@ static void pump (lua_State *L, tls *t, int tidx) {
         return;
       }
       flush(L, t, tidx);  /* the alert, if any */
-      if (lua_getiuservalue(L, tidx, TUV_ERR) == LUA_TNIL) {
+      if (lua_getiuservalue(L, tidx, TLSUV_ERR) == LUA_TNIL) {
         lua_pop(L, 1);
         push_sslerror(L, t->ssl, e, "handshake");
       }
@@ -1022,7 +1095,7 @@ static void shutdown_tls (lua_State *L, tls *t, int tidx) {
   if (r == 1) {   /* both close_notify done */
     t->state = ST_CLOSED;
     cancel_timer(L, tidx);
-    uvmethod(L, tidx, TUV_RAW, "close", 0);
+    uvmethod(L, tidx, TLSUV_RAW, "close", 0);
   }
 }
 
@@ -1032,7 +1105,7 @@ static int on_timeout (lua_State *L) {
   int hs = t->state == ST_HANDSHAKE;
   lua_settop(L, 1);
   lua_pushnil(L);
-  lua_setiuservalue(L, 1, TUV_TIMER);
+  lua_setiuservalue(L, 1, TLSUV_TIMER);
   if (!hs && t->state != ST_SHUTDOWN)
     return 0;
   lua_pushfstring(L, "TLS %s is taking longer than %f seconds: aborting "
@@ -1078,21 +1151,21 @@ static int sni_cb (SSL *ssl, int *al, void *arg) {
   top = lua_gettop(L);
   lua_pushcfunction(L, loom__traceback);
   lua_pushcfunction(L, sni_call);
-  lua_getiuservalue(L, t->tidx, TUV_CTX);
+  lua_getiuservalue(L, t->tidx, TLSUV_CTX);
   lua_getiuservalue(L, -1, CUV_SNI);
   lua_remove(L, -2);
   lua_pushstring(L, name);
   if (lua_pcall(L, 2, 1, top + 1) != LUA_OK) {
     if (lua_istable(L, -1) && !lua_getmetatable(L, -1))
       lua_getfield(L, -1, "exception");
-    lua_setiuservalue(L, t->tidx, TUV_ERR);
+    lua_setiuservalue(L, t->tidx, TLSUV_ERR);
     *al = SSL_AD_INTERNAL_ERROR;
     r = SSL_TLSEXT_ERR_ALERT_FATAL;
   }
   else if (!lua_isnil(L, -1)) {
     tlsctx *c = (tlsctx *)lua_touserdata(L, -1);
     SSL_set_SSL_CTX(ssl, c->ctx);
-    lua_setiuservalue(L, t->tidx, TUV_SNICTX);
+    lua_setiuservalue(L, t->tidx, TLSUV_SNICTX);
   }
   lua_settop(L, top);
   return r;
@@ -1120,7 +1193,7 @@ static int tls_wrap (lua_State *L) {
                       "(make it with server = true)"
                       : "a server context cannot connect (make it without "
                       "server = true)");
-  t = (tls *)lua_newuserdatauv(L, sizeof *t, TUV_NUV);  /* 9 */
+  t = (tls *)lua_newuserdatauv(L, sizeof *t, TLSUV_NUV);  /* 9 */
   memset(t, 0, sizeof *t);
   luaL_setmetatable(L, TLST_MT);
   t->server = (uint8_t)server;
@@ -1169,13 +1242,13 @@ static int tls_wrap (lua_State *L) {
   }
   ERR_clear_error();
   lua_pushvalue(L, 1);
-  lua_setiuservalue(L, 9, TUV_LOOP);
+  lua_setiuservalue(L, 9, TLSUV_LOOP);
   lua_pushvalue(L, 2);
-  lua_setiuservalue(L, 9, TUV_CTX);
+  lua_setiuservalue(L, 9, TLSUV_CTX);
   lua_pushvalue(L, 3);
-  lua_setiuservalue(L, 9, TUV_APP);
+  lua_setiuservalue(L, 9, TLSUV_APP);
   lua_pushvalue(L, 6);
-  lua_setiuservalue(L, 9, TUV_WAITER);
+  lua_setiuservalue(L, 9, TLSUV_WAITER);
   lua_newuserdatauv(L, 0, 1);  /* 10: the protocol */
   luaL_setmetatable(L, TLSP_MT);
   lua_pushvalue(L, 9);
@@ -1188,7 +1261,7 @@ static int tls_wrap (lua_State *L) {
 static int proto_connection_made (lua_State *L) {
   tls *t = prototls(L);  /* 3 */
   lua_pushvalue(L, 2);
-  lua_setiuservalue(L, 3, TUV_RAW);
+  lua_setiuservalue(L, 3, TLSUV_RAW);
   start_timer(L, 3, t->hs_timeout);
   pump(L, t, 3);
   return 0;
@@ -1248,7 +1321,7 @@ static int proto_connection_lost (lua_State *L) {
   t->state = ST_CLOSED;
   t->closing = 1;
   cancel_timer(L, 3);
-  if (lua_getiuservalue(L, 3, TUV_ERR) == LUA_TNIL) {  /* 4 */
+  if (lua_getiuservalue(L, 3, TLSUV_ERR) == LUA_TNIL) {  /* 4 */
     lua_pop(L, 1);
     lua_pushvalue(L, 2);
   }
@@ -1267,7 +1340,7 @@ static int proto_connection_lost (lua_State *L) {
     appcall(L, 3, "connection_lost", 1);
   }
   lua_pushnil(L);
-  lua_setiuservalue(L, 3, TUV_RAW);
+  lua_setiuservalue(L, 3, TLSUV_RAW);
   return 0;
 }
 
@@ -1310,11 +1383,11 @@ static int t_write (lua_State *L) {
       || t->state == ST_SHUTDOWN)
     return 0;
   if (t->state == ST_HANDSHAKE) {  /* written once the handshake ends */
-    if (lua_getiuservalue(L, 1, TUV_PENDING) != LUA_TTABLE) {
+    if (lua_getiuservalue(L, 1, TLSUV_PENDING) != LUA_TTABLE) {
       lua_pop(L, 1);
       lua_newtable(L);
       lua_pushvalue(L, -1);
-      lua_setiuservalue(L, 1, TUV_PENDING);
+      lua_setiuservalue(L, 1, TLSUV_PENDING);
     }
     lua_pushvalue(L, 2);
     lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
@@ -1370,11 +1443,11 @@ static int t_close (lua_State *L) {
   if (t->state == ST_WRAPPED)
     shutdown_tls(L, t, 1);
   else if (t->state == ST_HANDSHAKE && !t->made
-           && lua_getiuservalue(L, 1, TUV_RAW) != LUA_TNIL) {
+           && lua_getiuservalue(L, 1, TLSUV_RAW) != LUA_TNIL) {
     lua_pop(L, 1);  /* as asyncio: a close during the handshake aborts */
     t->state = ST_CLOSED;
     cancel_timer(L, 1);
-    uvmethod(L, 1, TUV_RAW, "abort", 0);
+    uvmethod(L, 1, TLSUV_RAW, "abort", 0);
   }
   return 0;
 }
@@ -1388,7 +1461,7 @@ static int t_abort (lua_State *L) {
     t->state = ST_CLOSED;
     cancel_timer(L, 1);
   }
-  uvmethod(L, 1, TUV_RAW, "abort", 0);
+  uvmethod(L, 1, TLSUV_RAW, "abort", 0);
   return 0;
 }
 
@@ -1404,7 +1477,7 @@ static int t_pause_reading (lua_State *L) {
   if (t->app_paused || t->closing)
     return 0;
   t->app_paused = 1;
-  uvmethod(L, 1, TUV_RAW, "pause_reading", 0);
+  uvmethod(L, 1, TLSUV_RAW, "pause_reading", 0);
   return 0;
 }
 
@@ -1425,10 +1498,10 @@ static int t_resume_reading (lua_State *L) {
   if (!t->app_paused || t->closing)
     return 0;
   t->app_paused = 0;
-  uvmethod(L, 1, TUV_RAW, "resume_reading", 0);
+  uvmethod(L, 1, TLSUV_RAW, "resume_reading", 0);
   if (!t->pump_queued && t->state != ST_CLOSED) {
     t->pump_queued = 1;
-    lua_getiuservalue(L, 1, TUV_LOOP);
+    lua_getiuservalue(L, 1, TLSUV_LOOP);
     lua_pushcfunction(L, resumed);
     lua_pushvalue(L, 1);
     method(L, -3, "call_soon", 2, 0);
@@ -1605,15 +1678,15 @@ static int t_get_extra_info (lua_State *L) {
   if (strcmp(name, "ssl_object") == 0)
     return done ? push_sslobject(L, t) : 1;
   if (strcmp(name, "sslcontext") == 0) {
-    if (lua_getiuservalue(L, 1, TUV_SNICTX) == LUA_TNIL) {
+    if (lua_getiuservalue(L, 1, TLSUV_SNICTX) == LUA_TNIL) {
       lua_pop(L, 1);
-      lua_getiuservalue(L, 1, TUV_CTX);
+      lua_getiuservalue(L, 1, TLSUV_CTX);
     }
     return 1;
   }
   if (strcmp(name, "compression") == 0)
     return 1;
-  if (lua_getiuservalue(L, 1, TUV_RAW) == LUA_TNIL) {
+  if (lua_getiuservalue(L, 1, TLSUV_RAW) == LUA_TNIL) {
     lua_pop(L, 1);
     return 1;
   }
@@ -1626,7 +1699,7 @@ static int t_get_extra_info (lua_State *L) {
 static int t_set_write_buffer_limits (lua_State *L) {
   checkt(L, 1);
   lua_settop(L, 3);
-  if (lua_getiuservalue(L, 1, TUV_RAW) != LUA_TNIL) {
+  if (lua_getiuservalue(L, 1, TLSUV_RAW) != LUA_TNIL) {
     lua_insert(L, 2);
     method(L, 2, "set_write_buffer_limits", 2, 0);
   }
@@ -1636,7 +1709,7 @@ static int t_set_write_buffer_limits (lua_State *L) {
 static int t_get_write_buffer_limits (lua_State *L) {
   checkt(L, 1);
   lua_settop(L, 1);
-  if (lua_getiuservalue(L, 1, TUV_RAW) == LUA_TNIL) {
+  if (lua_getiuservalue(L, 1, TLSUV_RAW) == LUA_TNIL) {
     lua_pushinteger(L, 16 * 1024);
     lua_pushinteger(L, 64 * 1024);
     return 2;
@@ -1649,7 +1722,7 @@ static int t_get_write_buffer_size (lua_State *L) {
   tls *t = checkt(L, 1);
   lua_Integer n = (lua_Integer)t->backlog;
   lua_settop(L, 1);
-  if (lua_getiuservalue(L, 1, TUV_RAW) != LUA_TNIL) {
+  if (lua_getiuservalue(L, 1, TLSUV_RAW) != LUA_TNIL) {
     method(L, 2, "get_write_buffer_size", 0, 1);
     n += lua_tointeger(L, -1);
   }
@@ -1659,7 +1732,7 @@ static int t_get_write_buffer_size (lua_State *L) {
 
 static int t_get_protocol (lua_State *L) {
   checkt(L, 1);
-  lua_getiuservalue(L, 1, TUV_APP);
+  lua_getiuservalue(L, 1, TLSUV_APP);
   return 1;
 }
 
@@ -1667,20 +1740,20 @@ static int t_set_protocol (lua_State *L) {
   checkt(L, 1);
   luaL_checkany(L, 2);
   lua_settop(L, 2);
-  lua_setiuservalue(L, 1, TUV_APP);
+  lua_setiuservalue(L, 1, TLSUV_APP);
   return 0;
 }
 
 static int t_get_loop (lua_State *L) {
   checkt(L, 1);
-  lua_getiuservalue(L, 1, TUV_LOOP);
+  lua_getiuservalue(L, 1, TLSUV_LOOP);
   return 1;
 }
 
 /* transport:_raw(): the plain transport under it, while it is open. */
 static int t_raw (lua_State *L) {
   checkt(L, 1);
-  lua_getiuservalue(L, 1, TUV_RAW);
+  lua_getiuservalue(L, 1, TLSUV_RAW);
   return 1;
 }
 

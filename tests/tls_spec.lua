@@ -387,6 +387,32 @@ describe("TLS streams", function()
     end)
   end)
 
+  it("an error in the protocol is reported, and aborts the connection",
+     function()
+    local loop = rtloop()
+    local got = H.capture(loop)
+    local lost = loop:create_future()
+    local proto = {
+      data_received = function() error("boom") end,
+      connection_lost = function(_, e) lost:set_result(e) end,
+    }
+    local tt
+    run(loop, function()
+      local srv = upper_server(server_ctx())
+      tt = loop:create_connection(function() return proto end, "127.0.0.1",
+        port_of(srv), { ssl = client_ctx(), server_hostname = "localhost" })
+      tt:write("x\n")
+      contains("boom", lost:await())
+      assert.is_true(tt:is_closing())
+      shut(srv)
+    end)
+    local rs = H.reports(got, "Fatal error: protocol.data_received() call failed.")
+    assert.are.equal(1, #rs)
+    contains("boom", rs[1].exception)
+    assert.are.equal(tt, rs[1].transport)
+    assert.are.equal(proto, rs[1].protocol)
+  end)
+
   it("has no half-close: write_eof raises, can_write_eof is false", function()
     local loop = rtloop()
     run(loop, function()
