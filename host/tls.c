@@ -524,11 +524,7 @@ static int tls_context (lua_State *L) {
                      : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
                      NULL);
   /* certificate and key */
-  pw = optstring(L, "password", NULL);
-  if (pw != NULL) {
-    lua_getfield(L, 1, "password");
-    lua_setiuservalue(L, 2, CUV_SNI);  /* kept only while loading */
-  }
+  pw = optstring(L, "password", NULL);   /* the options table keeps it */
   cert = optstring(L, "cert", &certlen);
   key = optstring(L, "key", &keylen);
   if (cert != NULL)

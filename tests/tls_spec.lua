@@ -58,6 +58,7 @@ lazy_setup(function()
       .. "-CAcreateserial -out other.pem -days 30 -extfile other.cnf",
     "openssl req -x509 " .. ec .. " -keyout self.key -out self.pem -days 30 "
       .. "-subj /CN=localhost -addext subjectAltName=DNS:localhost",
+    "openssl pkey -in srv.key -aes256 -passout pass:secret -out srv-enc.key",
     "openssl req " .. ec .. " -keyout client.key -out client.csr "
       .. "-subj /CN=loom-client",
     "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key "
@@ -178,6 +179,12 @@ describe("loom.tls.context", function()
                                            .. readfile(path("srv.key")) }
     loom.tls.context{ cadata = readfile(path("ca.pem")) }
     loom.tls.context{ capath = DIR }
+    -- an encrypted key and its password
+    loom.tls.context{ server = true, cert = path("srv.pem"),
+                      key = path("srv-enc.key"), password = "secret" }
+    contains("key: not a valid PEM private key, or wrong password",
+      tostring(raised(loom.tls.context, { server = true, cert = path("srv.pem"),
+                      key = path("srv-enc.key"), password = "wrong" })))
   end)
 
   it("names the option in its errors", function()
