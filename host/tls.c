@@ -1829,8 +1829,15 @@ static const luaL_Reg tlst_metamethods[] = {
   {NULL, NULL}
 };
 
+/* _tls_is_context(v): whether v is a context. */
+static int tls_is_context (lua_State *L) {
+  lua_pushboolean(L, testctx(L, 1) != NULL);
+  return 1;
+}
+
 static const luaL_Reg tls_functions[] = {
   {"_tls_context", tls_context},
+  {"_tls_is_context", tls_is_context},
   {"_tls_wrap", tls_wrap},
   {NULL, NULL}
 };

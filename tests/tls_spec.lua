@@ -168,6 +168,9 @@ describe("loom.tls.context", function()
     assert.is_true(s:is_server())
     assert.is_false(s:check_hostname())
     assert.is_false(loom.tls.context{ verify = "none" }:check_hostname())
+    assert.is_true(loom.tls.is_context(c))
+    assert.is_false(loom.tls.is_context({}))
+    assert.is_false(loom.tls.is_context(nil))
   end)
 
   it("takes certificates, keys and CAs as PEM text as well as files", function()
@@ -713,6 +716,19 @@ describe("TLS faults", function()
     expect_verify_error(server_ctx{ cert = path("self.pem"), key = path("self.key") },
                         { server_hostname = "localhost" },
                         "self-signed certificate")
+  end)
+
+  it("ssl = true trusts the system's CAs, which do not know the test CA",
+     function()
+    local loop = rtloop()
+    run(loop, function()
+      local srv = upper_server(server_ctx())
+      local e = raised(loom.open_connection, "localhost", port_of(srv),
+                       { ssl = true })
+      assert.is_true(loom.SSLCertVerificationError:is(e), tostring(e))
+      contains("unable to get local issuer certificate", e.verify_message)
+      shut(srv)
+    end)
   end)
 
   it("verify = \"none\" accepts any certificate", function()

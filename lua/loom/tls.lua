@@ -27,12 +27,8 @@ M.tls = tls
 -- tls.context{...}: see docs/tls.md.
 tls.context = new_context
 
--- A Context's metatable, to tell one.
-local CTX_MT = getmetatable(new_context { verify = "none" })
-
-local function is_context(v)
-  return getmetatable(v) == CTX_MT
-end
+-- tls.is_context(v): whether v is a context.
+local is_context = core._tls_is_context
 tls.is_context = is_context
 
 -- ssl = true: a client context with the defaults (the system's CAs,
