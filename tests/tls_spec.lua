@@ -35,7 +35,7 @@ local function path(name) return DIR .. "/" .. name end
 
 -- The certificates, made once for the file.
 lazy_setup(function()
-  local p = assert(io.popen("mktemp -d"))
+  local p = assert(io.popen("unset LD_PRELOAD; mktemp -d"))
   DIR = p:read("l")
   p:close()
   local q = shquote(DIR)
