@@ -70,11 +70,13 @@ UV_CFLAGS   = $(call once,UV_CFLAGS,$(PKG_CONFIG) --cflags libuv)
 UV_LIBS     = $(call once,UV_LIBS,$(PKG_CONFIG) --libs libuv)
 EDIT_CFLAGS = $(call once,EDIT_CFLAGS,$(PKG_CONFIG) --cflags libedit)
 EDIT_LIBS   = $(call once,EDIT_LIBS,$(PKG_CONFIG) --libs libedit)
+SSL_CFLAGS  = $(call once,SSL_CFLAGS,$(PKG_CONFIG) --cflags openssl)
+SSL_LIBS    = $(call once,SSL_LIBS,$(PKG_CONFIG) --libs openssl)
 
 # One set of position-independent objects serves both the module and the
 # executable (which is PIE anyway).
 ALL_CPPFLAGS = $(strip -D_GNU_SOURCE -I$(HOSTDIR) $(LUA_CFLAGS) $(UV_CFLAGS) \
-               $(EDIT_CFLAGS) $(CPPFLAGS))
+               $(EDIT_CFLAGS) $(SSL_CFLAGS) $(CPPFLAGS))
 ALL_CFLAGS   = $(strip -std=c11 $(OPTFLAGS) -fPIC $(WARNINGS) $(SANFLAGS) \
                $(CFLAGS))
 ALL_LDFLAGS  = $(strip $(SANFLAGS) $(LDFLAGS))
@@ -95,13 +97,16 @@ SO  := $(BUILD)/lib/loom/core.so
 
 # curl, socat and nc are real peers for the network tests (curl for the
 # HTTP example, socat and nc for raw TCP, UDP and Unix sockets); tmux
-# drives the prompt through a pseudo-terminal in its tests. luarocks
-# builds and installs the rock in the install checks, and lua5.3 is the
-# other Lua that loom must refuse to load into. (Debian's luarocks needs
-# one of lua5.1 to lua5.3 to run anyway; nothing here runs a bare `lua`,
-# which lua5.3 becomes unless the lua-interpreter alternative is set.)
+# drives the prompt through a pseudo-terminal in its tests. libssl-dev is
+# TLS (host/tls.c); the openssl tool makes the tests' certificates and is
+# their TLS peer (s_server, s_client). luarocks builds and installs the
+# rock in the install checks, and lua5.3 is the other Lua that loom must
+# refuse to load into. (Debian's luarocks needs one of lua5.1 to lua5.3 to
+# run anyway; nothing here runs a bare `lua`, which lua5.3 becomes unless
+# the lua-interpreter alternative is set.)
 DEB_PACKAGES := gcc libc6-dev lua5.4 liblua5.4-dev libuv1-dev lua-busted libedit-dev \
-                pkg-config curl socat netcat-openbsd tmux luarocks lua5.3
+                libssl-dev pkg-config curl socat netcat-openbsd tmux openssl \
+                luarocks lua5.3
 
 .PHONY: all deps test asan bench demo install uninstall clean FORCE
 
@@ -156,14 +161,15 @@ $(GEN_C): $(GEN_STAMP)
 # is not linked against liblua.
 $(SO): $(CORE_OBJS)
 	@mkdir -p $(@D)
-	$(CC) -shared $(ALL_LDFLAGS) $(SO_LDFLAGS) -o $@ $^ $(strip $(UV_LIBS)) -lm
+	$(CC) -shared $(ALL_LDFLAGS) $(SO_LDFLAGS) -o $@ $^ \
+	  $(strip $(UV_LIBS) $(SSL_LIBS)) -lm
 
 # -Wl,-E exports Lua's API from the executable, so C modules built for the
 # system Lua load in it.
 $(EXE): $(MAIN_OBJ) $(CORE_OBJS) $(GEN_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -Wl,-E -o $@ $^ \
-	  $(strip $(LUA_LIBS) $(UV_LIBS) $(EDIT_LIBS)) -lm -ldl
+	  $(strip $(LUA_LIBS) $(UV_LIBS) $(SSL_LIBS) $(EDIT_LIBS)) -lm -ldl
 
 -include $(wildcard $(BUILD)/obj/*.d $(BUILD)/gen/*.d)
 

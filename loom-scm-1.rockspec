@@ -31,10 +31,11 @@ files, DNS and threads, with asyncio's names and its ordering,
 cancellation and error rules. The scheduler, timers, futures, tasks and
 stream buffers are C on libuv.
 
-Needs libuv 1.44 or later with its headers: on Debian and Ubuntu,
-apt-get install libuv1-dev (Fedora: libuv-devel; Alpine: libuv-dev;
-macOS: brew install libuv). When it is installed outside the usual
-places, pass UV_DIR=/prefix (or UV_INCDIR and UV_LIBDIR) to luarocks.
+Needs libuv 1.44 or later and OpenSSL 3 with their headers: on Debian
+and Ubuntu, apt-get install libuv1-dev libssl-dev (Fedora: libuv-devel
+openssl-devel; Alpine: libuv-dev openssl-dev; macOS: brew install libuv
+openssl). When one is installed outside the usual places, pass
+UV_DIR=/prefix or OPENSSL_DIR=/prefix to luarocks.
 ]],
    labels = { "async", "asyncio", "event-loop", "libuv", "coroutines" },
 }
@@ -46,6 +47,7 @@ dependencies = {
 }
 
 -- libuv: UV_DIR=prefix, or UV_INCDIR and UV_LIBDIR, on the command line
+-- (OpenSSL: OPENSSL_DIR, or OPENSSL_INCDIR and OPENSSL_LIBDIR)
 -- point the build at it; by default the compiler's own search paths find
 -- it. There is deliberately no header = "uv.h" test here: where it fails,
 -- luarocks prints only "You may have to install UV in your system", so
@@ -53,6 +55,7 @@ dependencies = {
 -- message naming the package to install (libuv1-dev on Debian).
 external_dependencies = {
    UV = {},
+   OPENSSL = {},   -- the same for OpenSSL (TLS): host/tls.c checks for it
 }
 
 build = {
@@ -82,13 +85,14 @@ build = {
             "host/task.c",
             "host/tcp.c",
             "host/thread.c",
+            "host/tls.c",
             "host/trace.c",
             "host/udp.c",
          },
          defines = { "_GNU_SOURCE" },
-         incdirs = { "host", "$(UV_INCDIR)" },
-         libdirs = { "$(UV_LIBDIR)" },
-         libraries = { "uv", "m" },
+         incdirs = { "host", "$(UV_INCDIR)", "$(OPENSSL_INCDIR)" },
+         libdirs = { "$(UV_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+         libraries = { "uv", "ssl", "crypto", "m" },
       },
       -- The Lua layer: lua/loom/init.lua is the module loom itself.
       ["loom"] = "lua/loom/init.lua",
@@ -106,6 +110,7 @@ build = {
       ["loom.subprocess"] = "lua/loom/subprocess.lua",
       ["loom.sync"] = "lua/loom/sync.lua",
       ["loom.thread"] = "lua/loom/thread.lua",
+      ["loom.tls"] = "lua/loom/tls.lua",
       ["loom.tracing"] = "lua/loom/tracing.lua",
       ["loom.util"] = "lua/loom/util.lua",
    },

@@ -136,6 +136,7 @@ LUAMOD_API int luaopen_loom_core (lua_State *L) {
   loom__open_copy(L);
   loom__open_thread(L);
   loom__open_channel(L);
+  loom__open_tls(L);
   lua_pushcfunction(L, core_interpose);
   lua_setfield(L, -2, "interpose");
   lua_pushliteral(L, LOOM_VERSION);

@@ -416,6 +416,9 @@ int loom__open_thread(lua_State *L);
 int loom__channel_unlink(loom_shared *ch, loom_msg *m);
 int loom__open_channel(lua_State *L);
 
+/* tls.c: contexts and the TLS layer over stream transports */
+int loom__open_tls(lua_State *L);
+
 /* Private keys in the registry. */
 extern const char loom__errors_key;   /* table of error classes */
 extern const char loom__rootctx_key;  /* context outside any task */

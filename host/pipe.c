@@ -98,6 +98,8 @@ static int loop_create_unix_connection (lua_State *L) {
   loom__stream_checkcallable(L, 2);
   checkpath(L, 3, &ua);
   loom__stream_checkopts(L, 4);
+  if (loom__stream_hasssl(L, 4))
+    return loom__stream_byname(L, "_tls_unix_connection");
   if (loom__stream_hastimeout(L, 4))
     return loom__stream_byname(L, "_unix_connect_timeout");
   c = loom__stream_begin_connect(L, loop, LOOM_SOCK_UNIX);
@@ -162,6 +164,8 @@ static int loop_create_unix_server (lua_State *L) {
   loom__stream_checkcallable(L, 2);
   checkpath(L, 3, &ua);
   loom__stream_checkopts(L, 4);
+  if (loom__stream_hasssl(L, 4))
+    return loom__stream_byname(L, "_tls_unix_server");
   lua_settop(L, 4);
   loom__stream_checkbacklog(L, 4, &backlog);
   if (!ua.abstract && stat(ua.sa.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))

@@ -1115,6 +1115,23 @@ int loom__stream_hastimeout (lua_State *L, int idx) {
   return has;
 }
 
+/* Whether opts (at idx, checked) asks for TLS: ssl, server_hostname or
+** a TLS timeout is set. The loop methods then call the private methods
+** of lua/loom/tls.lua, which put a TLS layer between the plain transport
+** and the protocol. */
+int loom__stream_hasssl (lua_State *L, int idx) {
+  static const char *const keys[] = {"ssl", "server_hostname",
+    "ssl_handshake_timeout", "ssl_shutdown_timeout", NULL};
+  int i, has = 0;
+  if (!lua_istable(L, idx))
+    return 0;
+  for (i = 0; keys[i] != NULL && !has; i++) {
+    has = lua_getfield(L, idx, keys[i]) != LUA_TNIL;
+    lua_pop(L, 1);
+  }
+  return has;
+}
+
 /* Whether L runs a task of loop (which can await). */
 int loom__stream_intask (lua_State *L, loom_loop *loop) {
   return loom__running() == loop && loop->current != NULL

@@ -110,6 +110,7 @@ typedef struct loom_srv_ud {
 void loom__stream_checkcallable(lua_State *L, int idx);
 void loom__stream_checkopts(lua_State *L, int idx);
 int loom__stream_hastimeout(lua_State *L, int idx);
+int loom__stream_hasssl(lua_State *L, int idx);
 int loom__stream_intask(lua_State *L, loom_loop *loop);
 loom_loop *loom__stream_checktask(lua_State *L, const char *fname);
 int loom__stream_byname(lua_State *L, const char *method);

@@ -137,7 +137,8 @@ int loom__tcp_name (lua_State *L, uv_tcp_t *h, int peer) {
 ** the connection fails. Host here is numeric or "localhost";
 ** private methods of lua/loom/streams.lua resolve names and apply
 ** opts.timeout. opts.local_addr: {host=, port=} to bind to before
-** connecting; opts.timeout: seconds for the whole connect.
+** connecting; opts.timeout: seconds for the whole connect. TLS options
+** (opts.ssl, ...) go to lua/loom/tls.lua.
 */
 static int loop_create_connection (lua_State *L) {
   static const char fname[] = "create_connection";
@@ -147,6 +148,8 @@ static int loop_create_connection (lua_State *L) {
   loom_conn *c;
   loom__stream_checkcallable(L, 2);
   loom__stream_checkopts(L, 5);
+  if (loom__stream_hasssl(L, 5))
+    return loom__stream_byname(L, "_tls_connection");
   r = checkaddr(L, 3, 4, 0, 1, &ss);
   r |= checklocal(L, 5, &local, &haslocal);
   if (loom__stream_hastimeout(L, 5))
@@ -208,6 +211,8 @@ static int loop_create_server (lua_State *L) {
   loom_srv_ud *su;
   loom__stream_checkcallable(L, 2);
   loom__stream_checkopts(L, 5);
+  if (loom__stream_hasssl(L, 5))
+    return loom__stream_byname(L, "_tls_server");
   lua_settop(L, 5);
   if (lua_istable(L, 3)) {  /* a list of hosts: each checked at 6 */
     n = (int)luaL_len(L, 3);

@@ -97,16 +97,17 @@ do
     if public(k) then
       if type(v) == "table" and rawget(v, "is") ~= nil then
         errors[k] = v
-      elseif k ~= "fs" and k ~= "thread" and k ~= "trace" then
+      elseif k ~= "fs" and k ~= "thread" and k ~= "trace" and k ~= "tls" then
         m[k] = true
       end
     end
   end
-  m.fs, m.thread, m.trace = true, true, true
+  m.fs, m.thread, m.trace, m.tls = true, true, true, true
   types["loom"] = m
   types["loom.fs"] = names_of(loom.fs)
   types["loom.thread"] = names_of(loom.thread)
   types["loom.trace"] = names_of(loom.trace)
+  types["loom.tls"] = names_of(loom.tls)
   local c = {}
   for k in pairs(core) do if public(k) then c[k] = true end end
   types["loom.core"] = c
@@ -218,9 +219,14 @@ end
 for k, o in pairs(objs) do types[k] = names_of(o) end
 -- Types reached only through other objects (a RemoteLoop is what a loop
 -- becomes in another thread; the core's gathering object serves
--- loom.gather; the pipe protocol serves subprocess pipes).
+-- loom.gather; the pipe protocol serves subprocess pipes; a TLS
+-- connection needs certificates: its types are read off their
+-- metatables).
 for k, mt in pairs { RemoteLoop = "loom.RemoteLoop", Gathering = "loom.Gathering",
-                     SubprocessPipeProtocol = "loom.SubprocessPipeProtocol" } do
+                     SubprocessPipeProtocol = "loom.SubprocessPipeProtocol",
+                     TLSTransport = "loom.TLSTransport",
+                     TLSProtocol = "loom.TLSProtocol",
+                     TLSContext = "loom.tls.Context" } do
   types[k] = names_of(nil, nil, registry[mt])
 end
 -- The three queues have the same methods: one section.

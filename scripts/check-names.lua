@@ -13,8 +13,6 @@ local later = {}
 local function pending(area, names)
   for name in names:gmatch("%S+") do later[name] = area end
 end
-pending("io", [[loop.start_tls]])
-pending("tls", [[tls]])
 
 local f = assert(io.open(design, "rb"))
 local text = f:read("a")

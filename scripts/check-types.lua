@@ -288,6 +288,66 @@ loom.run(function()
   server:close()
   server:wait_closed()
 
+  -- TLS: a self-signed certificate made with the openssl command, a
+  -- server with it, a plain connection upgraded with start_tls (so the
+  -- TLS protocol is the plain transport's), the facts of the session, and
+  -- the errors of a certificate no CA vouches for and of a peer that does
+  -- not speak TLS
+  local pd = assert(io.popen("unset LD_PRELOAD; mktemp -d"))
+  local dir = pd:read("l")
+  pd:close()
+  local function q(s) return "'" .. s:gsub("'", [['\'']]) .. "'" end
+  local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
+  local made = os.execute(("unset LD_PRELOAD; openssl req -x509 -newkey ec "
+    .. "-pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout %s -out %s "
+    .. "-days 30 -subj /CN=localhost -addext subjectAltName=DNS:localhost "
+    .. ">/dev/null 2>&1"):format(q(key), q(cert)))
+  local sctx, cctx
+  if made then
+    sctx = loom.tls.context { server = true, cert = cert, key = key,
+                              alpn = { "loom" } }
+    cctx = loom.tls.context { cafile = cert, alpn = { "loom" } }
+  end
+  os.execute("rm -rf " .. q(dir))
+  assert(made, "openssl could not make a certificate")
+  obj.tlscontext = cctx
+  local served = loop:create_future()
+  local tserver = loom.start_server(function(_, w) served:set_result(w) end,
+    "127.0.0.1", 0, { ssl = sctx })
+  local tport = tserver:sockets()[1].port
+  local lost = loop:create_future()
+  local plain = loop:create_connection(function()
+    return { connection_lost = function() lost:set_result() end }
+  end, "127.0.0.1", tport)
+  local tt = loop:start_tls(plain, plain:get_protocol(), cctx,
+                            { server_hostname = "localhost" })
+  obj.tlstransport, obj.tlsprotocol = tt, plain:get_protocol()
+  local tw = served:await()
+  for _, t in ipairs { tt, tw.transport } do
+    sample("loom.tls.SSLObject", t:get_extra_info("ssl_object"))
+    sample("loom.tls.Cipher", t:get_extra_info("cipher"))
+  end
+  sample("loom.tls.PeerCert", tt:get_extra_info("peercert"))
+  sample("loom.SSLCertVerificationError", catch(loom.open_connection,
+    "127.0.0.1", tport, { ssl = loom.tls.context {},
+                          server_hostname = "localhost" }))
+  local notls = loom.start_server(function(r, w)
+    r:read(10)
+    w:write("220 plain text here\r\n")
+    w:close()
+  end, "127.0.0.1", 0)
+  sample("loom.SSLError", catch(loom.open_connection, "127.0.0.1",
+    notls:sockets()[1].port, { ssl = cctx, server_hostname = "localhost" }))
+  tt:close()
+  tw:close()
+  lost:await()
+  tw:wait_closed()
+  for _, srv in ipairs { tserver, notls } do
+    srv:close()
+    srv:wait_closed()
+  end
+
+  -- a datagram endpoint
   -- a datagram endpoint
   local udp = loop:create_datagram_endpoint(function() return {} end,
     { local_addr = { host = "127.0.0.1", port = 0 } })
@@ -487,12 +547,25 @@ local MAP = {
   ["loom.AddrinfoHints"] = { src = { "host/dns.c" } },
   ["loom.AddrinfoFlags"] = { src = { "host/dns.c" } },
   ["loom.NameinfoFlags"] = { src = { "host/dns.c" } },
-  ["loom.CreateServerOptions"] = { src = { "host/tcp.c", "host/stream.c" },
+  ["loom.CreateServerOptions"] = { src = { "host/tcp.c", "host/stream.c",
+                                           "lua/loom/tls.lua" },
     accepted = { reuse_address = "libuv always sets SO_REUSEADDR (host/tcp.c)" } },
-  ["loom.CreateConnectionOptions"] = { src = { "host/tcp.c", "host/stream.c" } },
-  ["loom.CreateUnixServerOptions"] = { src = { "host/pipe.c", "host/stream.c" } },
-  ["loom.CreateUnixConnectionOptions"] = { src = { "host/pipe.c", "host/stream.c" } },
+  ["loom.CreateConnectionOptions"] = { src = { "host/tcp.c", "host/stream.c",
+                                               "lua/loom/tls.lua" } },
+  ["loom.CreateUnixServerOptions"] = { src = { "host/pipe.c", "host/stream.c",
+                                               "lua/loom/tls.lua" } },
+  ["loom.CreateUnixConnectionOptions"] = { src = { "host/pipe.c", "host/stream.c",
+                                                   "lua/loom/tls.lua" } },
   ["loom.DatagramEndpointOptions"] = { src = { "host/udp.c" } },
+
+  ["loom.tls.Context"] = { object = obj.tlscontext },
+  ["loom.tls.ContextOptions"] = { src = { "host/tls.c" } },
+  ["loom.TLSTransport"] = { object = obj.tlstransport },
+  ["loom.TLSProtocol"] = { object = obj.tlsprotocol },
+  ["loom.StartTLSOptions"] = { src = { "lua/loom/tls.lua" } },
+  ["loom.tls.PeerCert"] = { samples = true, src = { "host/tls.c" } },
+  ["loom.tls.Cipher"] = { samples = true },
+  ["loom.tls.SSLObject"] = { samples = true, src = { "host/tls.c" } },
 
   ["loom.StreamReader"] = { object = obj.reader },
   ["loom.StreamWriter"] = { object = obj.writer },
@@ -557,7 +630,8 @@ end
 for _, name in ipairs { "Error", "CancelledError", "TimeoutError",
     "InvalidStateError", "IncompleteReadError", "LimitOverrunError",
     "QueueEmpty", "QueueFull", "QueueShutDown", "BrokenBarrierError",
-    "SendfileNotAvailableError", "OSError", "ExceptionGroup" } do
+    "SendfileNotAvailableError", "OSError", "SSLError",
+    "SSLCertVerificationError", "ExceptionGroup" } do
   MAP["loom." .. name] = { samples = true, extra = loom[name] }
 end
 -- OSError's .errors comes only with "Multiple exceptions" of a connection.
@@ -568,6 +642,8 @@ MAP["loom.OSError"].src = { "lua/loom/streams.lua" }
 local ALIASES = {
   ["loom.SocketOption"] = { "host/socket.c", '{"([%w_]+)", [%w_]+, [%w_]+, %d}' },
   ["loom.fs.Type"] = { "host/fs.c", ': return "([%w_]+)";' },
+  ["loom.tls.ExtraInfo"] = { "host/tls.c", 'strcmp%(name, "([%w_]+)"%) == 0' },
+  ["loom.tls.Version"] = { "host/tls.c", '"(TLSv1[%.%d]*)"' },
 }
 
 -- Core types (metatables in the registry) that no annotation describes:

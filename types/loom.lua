@@ -15,6 +15,7 @@
 ---@field fs loom.fs files on libuv's thread pool (docs/fs.md)
 ---@field thread loom.thread OS threads with a loop of their own (docs/threads.md)
 ---@field trace loom.trace traces of the loop for Perfetto (docs/tracing.md)
+---@field tls loom.tls TLS contexts (docs/tls.md)
 ---@field PIPE integer -1: a pipe to the child (subprocess `stdin`, `stdout`, `stderr` options)
 ---@field STDOUT integer -2: stderr goes where stdout goes (the `stderr` option)
 ---@field DEVNULL integer -3: `/dev/null` (subprocess `stdin`, `stdout`, `stderr` options)
@@ -34,6 +35,8 @@
 ---@field ExceptionGroup loom.ExceptionGroup
 ---@field SendfileNotAvailableError loom.SendfileNotAvailableError
 ---@field OSError loom.OSError
+---@field SSLError loom.SSLError a TLS failure (docs/tls.md)
+---@field SSLCertVerificationError loom.SSLCertVerificationError a certificate that did not verify
 ---@field ContextVar loom.ContextVar
 ---@field Lock loom.Lock
 ---@field Event loom.Event

@@ -52,6 +52,11 @@ class("SendfileNotAvailableError", Error)
 -- OSError(msg, {code = "ECONNREFUSED", errno = -111}): what the system
 -- or libuv reported; message reads "ECONNREFUSED: connection refused".
 class("OSError", Error)
+-- SSLError(msg, {reason = "WRONG_VERSION_NUMBER", library = "SSL"}): a
+-- TLS failure; SSLCertVerificationError adds .verify_code and
+-- .verify_message (the peer's certificate did not verify).
+local SSLError = class("SSLError", M.OSError)
+class("SSLCertVerificationError", SSLError)
 local EG = class("ExceptionGroup", Error)
 -- ExceptionGroup(msg, errors): .errors is the list of errors it carries.
 getmetatable(EG).__call = function(c, msg, errs)

@@ -97,7 +97,7 @@ for _, name in ipairs { "loom.context", "loom.sync", "loom.queues",
                         "loom.combinators", "loom.dns", "loom.signals",
                         "loom.fds", "loom.streams", "loom.introspect",
                         "loom.tracing", "loom.subprocess", "loom.fs",
-                        "loom.thread" } do
+                        "loom.thread", "loom.tls" } do
   for k, v in pairs(require(name)) do
     assert(loom[k] == nil, name .. " redefines loom." .. k)
     loom[k] = v

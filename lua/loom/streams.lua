@@ -319,6 +319,21 @@ function Writer:drain()
   self._protocol:_drain_helper()
 end
 
+-- start_tls(ctx, [opts]): upgrades the connection to TLS in place
+-- (STARTTLS); opts as loop:start_tls's. The writer and its reader go on
+-- over the TLS transport.
+function Writer:start_tls(ctx, opts)
+  local transport = checkw(self, "start_tls")
+  self:drain()
+  local tt = transport:get_loop():start_tls(transport, self._protocol, ctx,
+                                            opts)
+  -- The C fast paths bound to the reader write to the plain transport.
+  rawset(self, "write", nil)
+  rawset(self, "drain", nil)
+  self.transport = tt
+  self._protocol._transport = tt
+end
+
 Writer.__close = Writer.close
 
 function Writer:__tostring()

@@ -1,7 +1,9 @@
 -- http_server.lua: an HTTP/1.1 hello-world server on the protocol API.
---   build/bin/loom scripts/examples/http_server.lua [PORT] [HOST]
+--   build/bin/loom scripts/examples/http_server.lua [PORT] [HOST] [CERT KEY]
 -- Listens on HOST (default 127.0.0.1) port PORT (default 8080; 0 picks a
 -- free port) and prints "http_server: listening on HOST:PORT" on stderr.
+-- With CERT and KEY (PEM files) it serves HTTPS: TLS with that
+-- certificate and key.
 --
 --   GET /  (or HEAD /)   200, "Hello, World!" (text/plain, Content-Length)
 --   GET any other path   404
@@ -25,6 +27,9 @@ local loom = require "loom"
 
 local port = tonumber(arg and arg[1]) or 8080
 local host = arg and arg[2] or "127.0.0.1"
+local cert, key = arg and arg[3], arg and arg[4]
+local ssl = cert and loom.tls.context{ server = true, cert = cert,
+                                       key = key or cert }
 
 local find, sub, lower, match = string.find, string.sub, string.lower, string.match
 local concat, tonumber = table.concat, tonumber
@@ -171,8 +176,12 @@ function Http:data_received(data)
     if type(resp) == "table" then t:write(concat(resp)) else t:write(resp) end
   end
   if close then
-    self.linger = loop:call_later(LINGER, function() t:close() end)
-    t:write_eof()
+    if t:can_write_eof() then
+      self.linger = loop:call_later(LINGER, function() t:close() end)
+      t:write_eof()
+    else
+      t:close()   -- TLS: close_notify, then the close
+    end
   end
 end
 
@@ -184,7 +193,8 @@ end
 
 local function factory() return setmetatable({}, Http) end
 
-local server = loop:create_server(factory, host, port, {backlog = 1024})
+local server = loop:create_server(factory, host, port,
+                                 {backlog = 1024, ssl = ssl})
 io.stderr:write(("http_server: listening on %s:%d\n")
   :format(host, server:sockets()[1].port))
 server:wait_closed()   -- never closed: serves until the process is killed

@@ -70,6 +70,18 @@ function Error:is(e) end
 ---@field errors? any[] for "Multiple exceptions" of a connection: the error of each address tried
 ---@overload fun(message?: any, fields?: {code?: string, errno?: integer, filename?: string, filename2?: string, errors?: any[]}): loom.OSError
 
+---A TLS failure; the message reads `[SSL: REASON] what: detail`.
+---@class loom.SSLError: loom.OSError
+---@field reason? string the failure as Python names it, e.g. `"WRONG_VERSION_NUMBER"`, `"UNEXPECTED_EOF_WHILE_READING"`
+---@field library? string OpenSSL's library that reported it, e.g. `"SSL"`
+---@overload fun(message?: any, fields?: {reason?: string, library?: string}): loom.SSLError
+
+---A certificate that did not verify (reason `"CERTIFICATE_VERIFY_FAILED"`).
+---@class loom.SSLCertVerificationError: loom.SSLError
+---@field verify_code integer OpenSSL's verification result (`X509_V_ERR_*`)
+---@field verify_message string the reason, e.g. `"certificate has expired"`
+---@overload fun(message?: any, fields?: {reason?: string, library?: string, verify_code?: integer, verify_message?: string}): loom.SSLCertVerificationError
+
 ---Several errors at once: a task group's children that failed.
 ---@class loom.ExceptionGroup: loom.Error
 ---@field errors any[] the errors it carries

@@ -204,13 +204,15 @@ function Loop:remove_signal_handler(sig) end
 function Loop:create_server(protocol_factory, host, port, opts) end
 
 ---Connects; returns the transport and the protocol after
----`connection_made` ran.
+---`connection_made` ran (with `opts.ssl`, after the TLS handshake; its
+---failure is raised, a `loom.SSLCertVerificationError` for a certificate
+---that does not verify).
 ---@async
 ---@param protocol_factory fun(): loom.Protocol
 ---@param host string
 ---@param port integer
 ---@param opts? loom.CreateConnectionOptions
----@return loom.TCPTransport transport
+---@return loom.TCPTransport|loom.TLSTransport transport a `loom.TLSTransport` with `opts.ssl`
 ---@return loom.Protocol protocol
 function Loop:create_connection(protocol_factory, host, port, opts) end
 
@@ -227,7 +229,7 @@ function Loop:create_unix_server(protocol_factory, path, opts) end
 ---@param protocol_factory fun(): loom.Protocol
 ---@param path string
 ---@param opts? loom.CreateUnixConnectionOptions
----@return loom.TCPTransport transport
+---@return loom.TCPTransport|loom.TLSTransport transport a `loom.TLSTransport` with `opts.ssl`
 ---@return loom.Protocol protocol
 function Loop:create_unix_connection(protocol_factory, path, opts) end
 
@@ -266,6 +268,19 @@ function Loop:getnameinfo(addr, flags) end
 ---@overload async fun(self: loom.Loop, transport: loom.TCPTransport, file: loom.File|integer, offset: integer, opts: loom.SendfileOptions): integer
 function Loop:sendfile(transport, file, offset, count, opts) end
 
+
+---Upgrades the plain connection of `transport` to TLS in place
+---(STARTTLS): returns the TLS transport once the handshake is done;
+---`protocol` gets the plain text from then on (its `connection_made` is
+---not called again). On failure the connection is aborted and the error
+---raised.
+---@async
+---@param transport loom.TCPTransport|loom.TLSTransport
+---@param protocol loom.Protocol
+---@param ctx loom.tls.Context a server context for the server side
+---@param opts? loom.StartTLSOptions
+---@return loom.TLSTransport
+function Loop:start_tls(transport, protocol, ctx, opts) end
 
 ---------------------------------------------------------------- subprocesses (docs/subprocess.md)
 

@@ -49,20 +49,34 @@
 ---@field reuse_address? boolean accepted; always on
 ---@field reuse_port? boolean `SO_REUSEPORT`
 ---@field start_serving? boolean default `true`; `false` binds without listening
+---@field ssl? loom.tls.Context|false a server context: every connection is TLS (docs/tls.md)
+---@field ssl_handshake_timeout? number seconds each handshake may take (default 60), with `ssl`
+---@field ssl_shutdown_timeout? number seconds to wait for the peer's close_notify after `close()` (default 30), with `ssl`
 
 ---Options of `loop:create_connection`.
 ---@class loom.CreateConnectionOptions
 ---@field local_addr? {host: string, port?: integer} binds the local side first
 ---@field timeout? number seconds for the whole call; then `TimeoutError`
+---@field ssl? loom.tls.Context|boolean a client context, or `true` for the default one (docs/tls.md); returns once the handshake is done
+---@field server_hostname? string the name to send (SNI) and check the certificate against, with `ssl`; default: the host
+---@field ssl_handshake_timeout? number seconds the handshake may take (default 60), with `ssl`; then `TimeoutError`
+---@field ssl_shutdown_timeout? number seconds to wait for the peer's close_notify after `close()` (default 30), with `ssl`
 
 ---Options of `loop:create_unix_server`.
 ---@class loom.CreateUnixServerOptions
 ---@field backlog? integer default 100
 ---@field start_serving? boolean
+---@field ssl? loom.tls.Context|false a server context: every connection is TLS (docs/tls.md)
+---@field ssl_handshake_timeout? number seconds each handshake may take (default 60), with `ssl`
+---@field ssl_shutdown_timeout? number seconds to wait for the peer's close_notify after `close()` (default 30), with `ssl`
 
 ---Options of `loop:create_unix_connection`.
 ---@class loom.CreateUnixConnectionOptions
 ---@field timeout? number
+---@field ssl? loom.tls.Context|boolean a client context, or `true` for the default one (docs/tls.md); returns once the handshake is done
+---@field server_hostname? string the name to send (SNI) and check the certificate against, with `ssl`; needed when the context checks host names
+---@field ssl_handshake_timeout? number seconds the handshake may take (default 60), with `ssl`; then `TimeoutError`
+---@field ssl_shutdown_timeout? number seconds to wait for the peer's close_notify after `close()` (default 30), with `ssl`
 
 ---Options of `loop:create_datagram_endpoint`.
 ---@class loom.DatagramEndpointOptions
@@ -73,9 +87,9 @@
 ---@field allow_broadcast? boolean `SO_BROADCAST`
 
 ---A stream protocol: a table of callbacks the loop calls on a TCP or
----Unix connection. Every method is optional.
+---Unix connection, plain or TLS. Every method is optional.
 ---@class loom.Protocol
----@field connection_made? fun(self: loom.Protocol, transport: loom.TCPTransport) the connection is up
+---@field connection_made? fun(self: loom.Protocol, transport: loom.TCPTransport|loom.TLSTransport) the connection is up (over TLS: after the handshake)
 ---@field data_received? fun(self: loom.Protocol, data: string) bytes arrived (a non-empty string)
 ---@field eof_received? fun(self: loom.Protocol): boolean? the peer closed its write side; return true to keep the transport half-open
 ---@field connection_lost? fun(self: loom.Protocol, err: any) closed: `nil`, or the error

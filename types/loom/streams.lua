@@ -81,12 +81,12 @@ function StreamReader:set_exception(e) end
 function StreamReader:exception() end
 
 ---The transport to pause and resume (set once).
----@param transport loom.TCPTransport
+---@param transport loom.TCPTransport|loom.TLSTransport
 function StreamReader:set_transport(transport) end
 
 ---The write side of a stream.
 ---@class loom.StreamWriter
----@field transport loom.TCPTransport the transport (read only)
+---@field transport loom.TCPTransport|loom.TLSTransport the transport (read only): a `loom.TLSTransport` over TLS, and after `start_tls`
 local StreamWriter = {}
 
 ---Writes `data` (the transport's `write`); ignored once closed.
@@ -118,6 +118,14 @@ function StreamWriter:is_closing() end
 ---@async
 function StreamWriter:wait_closed() end
 
+---Upgrades the connection to TLS in place (STARTTLS): drains, then
+---`loop:start_tls`; the writer and its reader go on over TLS. Bytes the
+---reader has buffered already stay plain.
+---@async
+---@param ctx loom.tls.Context
+---@param opts? loom.StartTLSOptions
+function StreamWriter:start_tls(ctx, opts) end
+
 ---The transport's `get_extra_info`.
 ---@param name string
 ---@param default? any
@@ -129,7 +137,7 @@ function StreamWriter:get_extra_info(name, default) end
 ---@class loom.StreamReaderProtocol: loom.Protocol
 local StreamReaderProtocol = {}
 
----@param transport loom.TCPTransport
+---@param transport loom.TCPTransport|loom.TLSTransport
 function StreamReaderProtocol:connection_made(transport) end
 
 ---@param data string
