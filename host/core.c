@@ -71,6 +71,18 @@ void *loom__checkud (lua_State *L, int idx, int type) {
 }
 
 /*
+** Checks that the value at idx can be a protocol: a table, or an object
+** (userdata) whose methods are the callbacks. set_protocol of every
+** transport uses it, so that a wrong value fails there and not in a
+** later callback.
+*/
+void loom__checkprotocol (lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  if (t != LUA_TTABLE && t != LUA_TUSERDATA)
+    luaL_typeerror(L, idx, "protocol (table)");
+}
+
+/*
 ** interpose(type, name, fn): sets method 'name' of the core type whose
 ** metatable is named 'type' (e.g. "loom.Loop") and returns the previous
 ** one; this is how the Lua side adds the methods that are policy.

@@ -218,6 +218,7 @@ void loom__setfuncs(lua_State *L, const luaL_Reg *l);
 void loom__pushcfunction(lua_State *L, lua_CFunction f);
 void *loom__testud(lua_State *L, int idx, int type);
 void *loom__checkud(lua_State *L, int idx, int type);
+void loom__checkprotocol(lua_State *L, int idx);
 
 /* repl.c: the executable's line editor (package "loom.editline") */
 int loom__open_editline(lua_State *L);

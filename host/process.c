@@ -897,7 +897,7 @@ static int proc_get_protocol (lua_State *L) {
 
 static int proc_set_protocol (lua_State *L) {
   checkproc(L);
-  luaL_checkany(L, 2);
+  loom__checkprotocol(L, 2);
   lua_settop(L, 2);
   lua_setiuservalue(L, 1, PUV_PROTO);
   return 0;

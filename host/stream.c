@@ -872,7 +872,7 @@ static int transport_get_protocol (lua_State *L) {
 
 static int transport_set_protocol (lua_State *L) {
   tcp_ud *u = loom__stream_checkt(L);
-  luaL_checkany(L, 2);
+  loom__checkprotocol(L, 2);
   lua_settop(L, 2);
   lua_setiuservalue(L, 1, TUV_PROTO);
   if (u->c != NULL)                     /* the new protocol gets the data */

@@ -1739,7 +1739,7 @@ static int t_get_protocol (lua_State *L) {
 
 static int t_set_protocol (lua_State *L) {
   checkt(L, 1);
-  luaL_checkany(L, 2);
+  loom__checkprotocol(L, 2);
   lua_settop(L, 2);
   lua_setiuservalue(L, 1, TLSUV_APP);
   return 0;
