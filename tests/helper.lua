@@ -46,6 +46,22 @@ function H.run(fn, ...)
   return loop:run_until_complete(fn, ...)
 end
 
+-- A new loop on the real clock (for sockets, processes, threads).
+function H.rtloop()
+  return H.loop{virtual_time = false}
+end
+
+-- Runs fn as a task on loop with a guard: the task is cancelled with
+-- TimeoutError after secs seconds (default 10).
+function H.run_task(loop, fn, secs)
+  return loop:run_until_complete(function()
+    return loom.wait_for(loom.create_task(fn), secs or 10)
+  end)
+end
+
+-- The port of a server's first listening socket.
+function H.port_of(server) return server:sockets()[1].port end
+
 -- Wraps fn; the after_each asserts the wrapper ran exactly n times.
 function H.expect(fn, n)
   local e = { calls = 0, n = n, where = debug.traceback("", 2) }

@@ -7,15 +7,9 @@ local loom = require "loom"
 local core = require "loom.core"
 H.setup()
 
-local function rtloop()
-  return H.loop{virtual_time = false}
-end
+local rtloop = H.rtloop
 
-local function run(loop, fn, secs)
-  return loop:run_until_complete(function()
-    return loom.wait_for(loom.create_task(fn), secs or 10)
-  end)
-end
+local run = H.run_task
 
 local function echo_factory()
   return {

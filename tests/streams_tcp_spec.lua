@@ -9,18 +9,11 @@ H.setup()
 
 local raised, contains = H.raised, H.contains
 
-local function rtloop()
-  return H.loop{virtual_time = false}
-end
+local rtloop = H.rtloop
 
--- Runs fn as a task on loop with a guard: fails after secs seconds.
-local function run(loop, fn, secs)
-  return loop:run_until_complete(function()
-    return loom.wait_for(loom.create_task(fn), secs or 10)
-  end)
-end
+local run = H.run_task
 
-local function port_of(server) return server:sockets()[1].port end
+local port_of = H.port_of
 
 -- n bytes of a pattern that does not repeat every power of two.
 local function pattern(n, seed)

@@ -12,9 +12,7 @@ H.setup()
 
 local raised, contains = H.raised, H.contains
 
-local function rtloop()
-  return H.loop{virtual_time = false}
-end
+local rtloop = H.rtloop
 
 -- Runs fn as a task on loop, guarded twice: wait_for cancels it after
 -- secs seconds, and a timer stops the loop a little later whatever the
@@ -30,7 +28,7 @@ local function run(loop, fn, secs)
   return table.unpack(res, 2, res.n)
 end
 
-local function port_of(server) return server:sockets()[1].port end
+local port_of = H.port_of
 
 -- Waits (inside a task) until pred() is true; false after secs seconds.
 local function wait_until(pred, secs)

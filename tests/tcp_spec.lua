@@ -3,16 +3,9 @@ local H = require "helper"
 local loom = require "loom"
 H.setup()
 
-local function rtloop()
-  return H.loop{virtual_time = false}
-end
+local rtloop = H.rtloop
 
--- Runs fn as a task on loop with a guard: fails after secs seconds.
-local function run(loop, fn, secs)
-  return loop:run_until_complete(function()
-    return loom.wait_for(loom.create_task(fn), secs or 10)
-  end)
-end
+local run = H.run_task
 
 -- A protocol class: methods record into self.log; callbacks optional.
 local function proto(extra)
@@ -43,7 +36,7 @@ local function pattern(n)
   return whole:sub(1, n)
 end
 
-local function port_of(server) return server:sockets()[1].port end
+local port_of = H.port_of
 
 describe("tcp", function()
   it("echoes several sizes through protocols, every byte checked", function()

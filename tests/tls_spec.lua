@@ -73,18 +73,11 @@ lazy_teardown(function()
   if DIR then sh("rm -rf " .. shquote(DIR)) end
 end)
 
-local function rtloop()
-  return H.loop{virtual_time = false}
-end
+local rtloop = H.rtloop
 
--- Runs fn as a task on loop with a guard: fails after secs seconds.
-local function run(loop, fn, secs)
-  return loop:run_until_complete(function()
-    return loom.wait_for(loom.create_task(fn), secs or 20)
-  end)
-end
+local function run(loop, fn, secs) return H.run_task(loop, fn, secs or 20) end
 
-local function port_of(server) return server:sockets()[1].port end
+local port_of = H.port_of
 
 local function server_ctx(opts)
   local o = { server = true, cert = path("srv.pem"), key = path("srv.key") }

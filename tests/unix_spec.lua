@@ -4,15 +4,9 @@ local H = require "helper"
 local loom = require "loom"
 H.setup()
 
-local function rtloop()
-  return H.loop{virtual_time = false}
-end
+local rtloop = H.rtloop
 
-local function run(loop, fn, secs)
-  return loop:run_until_complete(function()
-    return loom.wait_for(loom.create_task(fn), secs or 10)
-  end)
-end
+local run = H.run_task
 
 -- A fresh directory for socket files; removed by the returned cleanup.
 local function tmpdir()
