@@ -272,6 +272,9 @@ static int calldata (lua_State *L) {
   }
   else
     lua_getiuservalue(L, 1, TUV_PROTO);
+  if (lua_tocfunction(L, 4) == loom__tls_data_received
+      && loom__tls_feed(L, 5, p, len))
+    return 0;  /* TLS records: no string made */
   lua_pushlstring(L, p, len);
   lua_call(L, 2, 0);
   return 0;

@@ -159,6 +159,11 @@ loom_tcp_ud *loom__stream_checkt(lua_State *L);
 ** string at 2, both checked by the caller (StreamWriter.write). */
 void loom__stream_write(lua_State *L, loom_tcp_ud *u);
 
+/* tls.c: the TLS protocol's data_received, and the same taking the
+** records as bytes (for the read path, which then makes no string). */
+int loom__tls_data_received(lua_State *L);
+int loom__tls_feed(lua_State *L, int pidx, const char *p, size_t n);
+
 /* streambuf.c: a StreamReader that a transport reads into directly, in
 ** place of its protocol's data_received (a StreamReaderProtocol's, which
 ** would only feed the reader). sink_room gives the room for the next

@@ -10,10 +10,11 @@
 ** resume_writing as it calls any protocol's. The TLS transport
 ** (loom.TLSTransport) is what the application's protocol sees: the
 ** transport API, with plain text in and out. Between them one SSL object
-** works on two memory BIOs: what the plain transport reads goes into the
-** read BIO, SSL_read takes the plain text out of it; SSL_write puts
-** records into the write BIO, which is emptied into the plain
-** transport's write at once. So there is no event loop here and no
+** works on two memory BIOs of this file's own: what the plain transport
+** reads is handed to the read BIO, SSL_read takes the plain text out of
+** it; SSL_write puts records into the write BIO, which sends them at once
+** when the socket takes them and keeps the rest for the plain
+** transport's write. So there is no event loop here and no
 ** socket: the plain transport does all the I/O, its write queue is the
 ** only queue, and its flow control is the TLS transport's.
 **
@@ -670,9 +671,19 @@ static int newsession_cb (SSL *ssl, SSL_SESSION *sess) {
 
 enum { ST_HANDSHAKE, ST_WRAPPED, ST_SHUTDOWN, ST_CLOSED };
 
+/* Bytes owned by the layer: p[off .. off+len) are waiting. */
+typedef struct bbuf {
+  char *p;
+  size_t off, len, cap;
+} bbuf;
+
 typedef struct tls {
   SSL *ssl;                 /* owns both BIOs */
-  BIO *rbio, *wbio;
+  bbuf in;                  /* records read, not yet taken by OpenSSL */
+  bbuf out;                 /* records OpenSSL wrote, not yet sent */
+  const char *feed;         /* records of the read being handed over, */
+  size_t feedlen;           /* taken after those in 'in' */
+  loom_tcp_ud *raw;         /* the plain transport, when stream.c's */
   lua_State *L;             /* while OpenSSL may call back */
   int tidx;                 /* the transport's index on L meanwhile */
   size_t backlog;           /* bytes written before the handshake ended */
@@ -695,6 +706,168 @@ enum { TLSUV_RAW = 1, TLSUV_APP, TLSUV_LOOP, TLSUV_CTX, TLSUV_WAITER, TLSUV_TIME
        TLSUV_ERR, TLSUV_PENDING, TLSUV_SNICTX, TLSUV_NUV = TLSUV_SNICTX };
 
 static int tlsidx;  /* SSL ex_data index of the tls struct */
+
+
+/*
+** The BIOs. OpenSSL's memory BIO copies what comes in, grows by
+** reallocating and clearing, and copies again what goes out; these do
+** neither. The read BIO serves the bytes kept in t->in and then those of
+** the read being handed over (t->feed, pointing into the plain
+** transport's read buffer or a string): only what OpenSSL leaves of a
+** read, a record's start, is copied, into t->in. The write BIO gives
+** records to the socket at once (uv_try_write) while nothing waits
+** before them, and keeps what the socket did not take in t->out, for
+** flush.
+*/
+
+#define BBUF_KEEP (256 * 1024)   /* an empty buffer larger is freed */
+
+/* Appends n bytes to b; 0 when memory runs out. */
+static int bb_append (bbuf *b, const char *p, size_t n) {
+  if (b->off + b->len + n > b->cap) {
+    if (b->off > 0) {
+      memmove(b->p, b->p + b->off, b->len);
+      b->off = 0;
+    }
+    if (b->len + n > b->cap) {
+      size_t cap = b->cap > 0 ? b->cap : 4096;
+      char *q;
+      while (cap < b->len + n)
+        cap *= 2;
+      q = (char *)realloc(b->p, cap);
+      if (q == NULL)
+        return 0;
+      b->p = q;
+      b->cap = cap;
+    }
+  }
+  memcpy(b->p + b->off + b->len, p, n);
+  b->len += n;
+  return 1;
+}
+
+/* Drops the first n waiting bytes of b. */
+static void bb_take (bbuf *b, size_t n) {
+  b->off += n;
+  b->len -= n;
+  if (b->len == 0) {
+    b->off = 0;
+    if (b->cap > BBUF_KEEP) {
+      free(b->p);
+      b->p = NULL;
+      b->cap = 0;
+    }
+  }
+}
+
+/* The plain transport's conn when records may go to its socket now:
+** a stream.c transport, open, with no write queued before them. */
+static loom_conn *direct (tls *t) {
+  loom_conn *c = t->raw != NULL ? t->raw->c : NULL;
+  if (c == NULL || c->nwrites != 0 || c->closing || c->closed
+      || c->sending != NULL || c->eof_out)
+    return NULL;
+  return c;
+}
+
+static int rbio_read (BIO *b, char *buf, int size) {
+  tls *t = (tls *)BIO_get_data(b);
+  size_t want = size > 0 ? (size_t)size : 0, n = 0, k;
+  BIO_clear_retry_flags(b);
+  if (t->in.len > 0 && want > 0) {
+    k = t->in.len < want ? t->in.len : want;
+    memcpy(buf, t->in.p + t->in.off, k);
+    bb_take(&t->in, k);
+    n = k;
+  }
+  if (n < want && t->feedlen > 0) {
+    k = t->feedlen < want - n ? t->feedlen : want - n;
+    memcpy(buf + n, t->feed, k);
+    t->feed += k;
+    t->feedlen -= k;
+    n += k;
+  }
+  if (n == 0) {
+    BIO_set_retry_read(b);
+    return -1;
+  }
+  return (int)n;
+}
+
+static int wbio_write (BIO *b, const char *p, int size) {
+  tls *t = (tls *)BIO_get_data(b);
+  size_t n = size > 0 ? (size_t)size : 0, off = 0;  /* n < 2^31 */
+  loom_conn *c;
+  BIO_clear_retry_flags(b);
+  if (n == 0)
+    return 0;
+  if (t->out.len == 0 && (c = direct(t)) != NULL) {
+    uv_buf_t ub = uv_buf_init((char *)p, (unsigned int)n);
+    int r = uv_try_write((uv_stream_t *)&c->h, &ub, 1);
+    if (r > 0)
+      off = (size_t)r;  /* an error: the plain write meets it, reports it */
+    if (off == n)
+      return size;
+  }
+  if (!bb_append(&t->out, p + off, n - off))
+    return -1;
+  return size;
+}
+
+static long rbio_ctrl (BIO *b, int cmd, long num, void *ptr) {
+  tls *t = (tls *)BIO_get_data(b);
+  (void)num; (void)ptr;
+  switch (cmd) {
+    case BIO_CTRL_PENDING: return (long)(t->in.len + t->feedlen);
+    case BIO_CTRL_FLUSH: return 1;
+    default: return 0;
+  }
+}
+
+static long wbio_ctrl (BIO *b, int cmd, long num, void *ptr) {
+  tls *t = (tls *)BIO_get_data(b);
+  (void)num; (void)ptr;
+  switch (cmd) {
+    case BIO_CTRL_WPENDING: return (long)t->out.len;
+    case BIO_CTRL_FLUSH: return 1;
+    default: return 0;
+  }
+}
+
+static int bio_create (BIO *b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+static BIO_METHOD *rmeth, *wmeth;  /* made once per process */
+
+static BIO_METHOD *newmeth (const char *name, int isread) {
+  BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+                               name);
+  if (m == NULL)
+    return NULL;
+  BIO_meth_set_create(m, bio_create);
+  if (isread) {
+    BIO_meth_set_read(m, rbio_read);
+    BIO_meth_set_ctrl(m, rbio_ctrl);
+  }
+  else {
+    BIO_meth_set_write(m, wbio_write);
+    BIO_meth_set_ctrl(m, wbio_ctrl);
+  }
+  return m;
+}
+
+/*
+** Empties the thread's OpenSSL error queue before an SSL call, whose
+** SSL_get_error looks at it. Looking first is much cheaper than
+** clearing, and the queue is nearly always empty: this is on the path
+** of every read and write.
+*/
+static void clear_errors (void) {
+  if (ERR_peek_error() != 0)
+    ERR_clear_error();
+}
 
 static tls *checkt (lua_State *L, int idx) {
   return (tls *)luaL_checkudata(L, idx, TLST_MT);
@@ -828,64 +1001,28 @@ static void wake_waiter (lua_State *L, int tidx, int eidx) {
   lua_pop(L, 1);
 }
 
-/*
-** The fast path of flush, with the plain transport on top: when it is a
-** stream transport of stream.c with nothing queued, the records go to
-** the socket straight from the write BIO (uv_try_write), as its write
-** would try first, without making a string. Returns whether it wrote
-** (some of) them; what is left goes the ordinary way.
-*/
-static int trywrite (lua_State *L, tls *t) {
-  static _Thread_local char scratch[16384];
-  loom_tcp_ud *u = (loom_tcp_ud *)luaL_testudata(L, -1, TRANSPORT_MT);
-  loom_conn *c = u != NULL ? u->c : NULL;
-  char *d;
-  long len;
-  uv_buf_t ub;
-  int r;
-  if (c == NULL || c->nwrites != 0 || c->closing || c->closed
-      || c->sending != NULL || c->eof_out)
-    return 0;
-  len = BIO_get_mem_data(t->wbio, &d);
-  if (len <= 0 || len > INT32_MAX)
-    return 0;
-  ub = uv_buf_init(d, (unsigned int)len);
-  r = uv_try_write((uv_stream_t *)&c->h, &ub, 1);
-  if (r <= 0)
-    return 0;  /* EAGAIN, or an error the write will meet and report */
-  if (r == len)
-    (void)BIO_reset(t->wbio);
-  else
-    while (r > 0) {   /* drop what went out */
-      int k = BIO_read(t->wbio, scratch,
-                       r < (int)sizeof scratch ? r : (int)sizeof scratch);
-      if (k <= 0)
-        break;
-      r -= k;
-    }
-  return 1;
-}
-
-/* Moves what OpenSSL wrote (records) to the plain transport. */
+/* Moves the records OpenSSL wrote and the socket did not take to the
+** plain transport's write (dropped once it is gone). */
 static void flush (lua_State *L, tls *t, int tidx) {
-  size_t n = BIO_ctrl_pending(t->wbio);
-  luaL_Buffer b;
-  char *p;
-  int r;
-  if (n == 0)
+  loom_conn *c;
+  if (t->out.len == 0)
     return;
   if (t->lost || lua_getiuservalue(L, tidx, TLSUV_RAW) == LUA_TNIL) {
-    (void)BIO_reset(t->wbio);
+    bb_take(&t->out, t->out.len);
     if (!t->lost)
       lua_pop(L, 1);
     return;
   }
-  if (trywrite(L, t))
-    n = BIO_ctrl_pending(t->wbio);
-  if (n > 0) {
-    p = luaL_buffinitsize(L, &b, n);
-    r = BIO_read(t->wbio, p, (int)n);
-    luaL_pushresultsize(&b, r > 0 ? (size_t)r : 0);
+  if ((c = direct(t)) != NULL) {
+    size_t n = t->out.len < (1u << 30) ? t->out.len : (1u << 30);
+    uv_buf_t ub = uv_buf_init(t->out.p + t->out.off, (unsigned int)n);
+    int r = uv_try_write((uv_stream_t *)&c->h, &ub, 1);
+    if (r > 0)
+      bb_take(&t->out, (size_t)r);
+  }
+  if (t->out.len > 0) {
+    lua_pushlstring(L, t->out.p + t->out.off, t->out.len);
+    bb_take(&t->out, t->out.len);
     method(L, -2, "write", 1, 0);
   }
   lua_pop(L, 1);
@@ -938,7 +1075,7 @@ static int sslwrite (lua_State *L, tls *t, int tidx, int sidx) {
   while (off < len) {
     size_t chunk = len - off > (1u << 30) ? (1u << 30) : len - off;
     int r;
-    ERR_clear_error();
+    clear_errors();
     r = SSL_write(t->ssl, s + off, (int)chunk);
     if (r <= 0) {
       push_callerror(L, t, r, "write");
@@ -1043,13 +1180,17 @@ static void pump (lua_State *L, tls *t, int tidx) {
     int e = SSL_ERROR_NONE;
     while (len < sizeof buf) {
       size_t got;
-      ERR_clear_error();
+      clear_errors();
       r = SSL_read_ex(t->ssl, buf + len, sizeof buf - len, &got);
       if (r != 1) {
         e = SSL_get_error(t->ssl, 0);
         break;
       }
       len += got;
+      if (t->in.len + t->feedlen == 0 && !SSL_has_pending(t->ssl)) {
+        e = SSL_ERROR_WANT_READ;  /* what another SSL_read would say */
+        break;
+      }
     }
     if (t->renego) {
       flush(L, t, tidx);
@@ -1205,16 +1346,18 @@ static int tls_wrap (lua_State *L) {
   t->ssl = SSL_new(c->ctx);
   if (t->ssl == NULL)
     return luaL_error(L, "cannot make an SSL object");
-  t->rbio = BIO_new(BIO_s_mem());
-  t->wbio = BIO_new(BIO_s_mem());
-  if (t->rbio == NULL || t->wbio == NULL) {
-    BIO_free(t->rbio);
-    BIO_free(t->wbio);
-    t->rbio = t->wbio = NULL;
-    return luaL_error(L, "not enough memory");
+  {
+    BIO *rbio = rmeth != NULL ? BIO_new(rmeth) : NULL;
+    BIO *wbio = wmeth != NULL ? BIO_new(wmeth) : NULL;
+    if (rbio == NULL || wbio == NULL) {
+      BIO_free(rbio);
+      BIO_free(wbio);
+      return luaL_error(L, "not enough memory");
+    }
+    BIO_set_data(rbio, t);
+    BIO_set_data(wbio, t);
+    SSL_set_bio(t->ssl, rbio, wbio);
   }
-  BIO_set_mem_eof_return(t->rbio, -1);
-  SSL_set_bio(t->ssl, t->rbio, t->wbio);
   SSL_set_ex_data(t->ssl, tlsidx, t);
   SSL_set_info_callback(t->ssl, info_cb);
   if (server)
@@ -1263,22 +1406,68 @@ static int proto_connection_made (lua_State *L) {
   tls *t = prototls(L);  /* 3 */
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, 3, TLSUV_RAW);
+  t->raw = (loom_tcp_ud *)luaL_testudata(L, 2, TRANSPORT_MT);
   start_timer(L, 3, t->hs_timeout);
   pump(L, t, 3);
   return 0;
 }
 
+/* pump(L, t, 1) for feed, under its protected call. */
+static int feedpump (lua_State *L) {
+  pump(L, (tls *)lua_touserdata(L, 1), 1);
+  return 0;
+}
+
+/*
+** The n bytes of records at p came in: pumps them through the SSL object
+** (the transport at tidx) without copying them first; what OpenSSL has
+** not taken when the pump ends (a record's start, or all while the
+** application does not read) is kept in t->in. The pump runs protected
+** so that p is never left behind in t->feed. [-0, +0, e]
+*/
+static void feed (lua_State *L, tls *t, int tidx, const char *p, size_t n) {
+  int status;
+  if (t->state == ST_CLOSED || n == 0)
+    return;
+  t->feed = p;
+  t->feedlen = n;
+  lua_pushcfunction(L, feedpump);
+  lua_pushvalue(L, tidx);
+  status = lua_pcall(L, 1, 0, 0);
+  if (t->feedlen > 0 && t->state != ST_CLOSED
+      && !bb_append(&t->in, t->feed, t->feedlen)) {
+    t->feed = NULL;
+    t->feedlen = 0;
+    luaL_error(L, "data_received: not enough memory");
+  }
+  t->feed = NULL;
+  t->feedlen = 0;
+  if (status != LUA_OK)
+    lua_error(L);
+}
+
 /* protocol:data_received(records) */
-static int proto_data_received (lua_State *L) {
+int loom__tls_data_received (lua_State *L) {
   tls *t = prototls(L);  /* 3 */
   size_t len;
   const char *s = luaL_checklstring(L, 2, &len);
-  if (t->state == ST_CLOSED)
-    return 0;
-  if (len > 0 && BIO_write(t->rbio, s, (int)len) != (int)len)
-    return luaL_error(L, "data_received: not enough memory");
-  pump(L, t, 3);
+  feed(L, t, 3, s, len);
   return 0;
+}
+
+/*
+** data_received of the TLS protocol at pidx, with the n bytes at p as
+** the records and no string made of them: stream.c's read path calls it
+** when the protocol's data_received is loom__tls_data_received. Returns
+** 0, doing nothing, when pidx is not a TLS protocol.
+*/
+int loom__tls_feed (lua_State *L, int pidx, const char *p, size_t n) {
+  if (luaL_testudata(L, pidx, TLSP_MT) == NULL)
+    return 0;  /* the method on another object: its ordinary call raises */
+  lua_getiuservalue(L, pidx, 1);
+  feed(L, (tls *)lua_touserdata(L, -1), lua_gettop(L), p, n);
+  lua_pop(L, 1);
+  return 1;
 }
 
 /* protocol:eof_received(): the peer closed its side of the plain
@@ -1342,6 +1531,7 @@ static int proto_connection_lost (lua_State *L) {
   }
   lua_pushnil(L);
   lua_setiuservalue(L, 3, TLSUV_RAW);
+  t->raw = NULL;
   return 0;
 }
 
@@ -1764,6 +1954,10 @@ static int t_gc (lua_State *L) {
     SSL_free(t->ssl);
     t->ssl = NULL;
   }
+  free(t->in.p);
+  free(t->out.p);
+  t->in.p = t->out.p = NULL;
+  t->in.len = t->out.len = t->in.cap = t->out.cap = 0;
   return 0;
 }
 
@@ -1792,7 +1986,7 @@ static const luaL_Reg ctx_metamethods[] = {
 
 static const luaL_Reg proto_methods[] = {
   {"connection_made", proto_connection_made},
-  {"data_received", proto_data_received},
+  {"data_received", loom__tls_data_received},
   {"eof_received", proto_eof_received},
   {"connection_lost", proto_connection_lost},
   {"pause_writing", proto_pause_writing},
@@ -1863,6 +2057,8 @@ static void init_once (void) {
   OPENSSL_init_ssl(0, NULL);
   tlsidx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
   ctxidx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+  rmeth = newmeth("loom records in", 1);
+  wmeth = newmeth("loom records out", 0);
 }
 
 int loom__open_tls (lua_State *L) {

@@ -287,6 +287,84 @@ describe("TLS streams", function()
     end, 60)
   end)
 
+  it("reassembles records that reach each side a few bytes at a time",
+     function()
+    local loop = rtloop()
+    run(loop, function()
+      local srv = loom.start_server(function(r, w)
+        while true do
+          local s = r:read(65536)
+          if s == "" then break end
+          w:write(s)
+        end
+        w:close()
+      end, "127.0.0.1", 0, { ssl = server_ctx() })
+      -- A plain relay passing each direction on in 3-byte writes, a turn
+      -- of the loop apart: handshake and records arrive in pieces.
+      local pieces = 0
+      local function pass(r, w)
+        while true do
+          local s = r:read(65536)
+          if s == "" then break end
+          for i = 1, #s, 3 do
+            w:write(s:sub(i, i + 2))
+            pieces = pieces + 1
+            loom.sleep(0)
+          end
+        end
+        w:close()
+      end
+      local relay = loom.start_server(function(cr, cw)
+        local sr, sw = loom.open_connection("127.0.0.1", port_of(srv))
+        local up = loom.create_task(pass, cr, sw)
+        pcall(pass, sr, cw)
+        pcall(up.await, up)
+      end, "127.0.0.1", 0)
+      local r, w = loom.open_connection("127.0.0.1", port_of(relay),
+        { ssl = client_ctx(), server_hostname = "localhost" })
+      local data = pattern(20000)
+      w:write(data)
+      local back = r:readexactly(#data)
+      assert.is_true(back == data)
+      assert.is_true(pieces > 2 * #data / 3)
+      w:close()
+      w:wait_closed()
+      shut(relay)
+      shut(srv)
+    end, 60)
+  end)
+
+  it("the TLS protocol's data_received on another object raises, no more",
+     function()
+    local loop = rtloop()
+    local got = H.capture(loop)
+    run(loop, function()
+      local srv = upper_server(server_ctx())
+      local r, w = loom.open_connection("127.0.0.1", port_of(srv),
+        { ssl = client_ctx(), server_hostname = "localhost" })
+      local tlsproto = w.transport:_raw():get_protocol()
+      local method = getmetatable(tlsproto).__index.data_received
+      local lost = loom.Future()
+      local plain = loom.start_server(function(_, pw)
+        pw:write("hi")
+        pw:close()
+      end, "127.0.0.1", 0)
+      loop:create_connection(function()
+        return { data_received = method,
+                 connection_lost = function(_, e) lost:set_result(e) end }
+      end, "127.0.0.1", port_of(plain))
+      contains("TLSProtocol", lost:await())
+      w:write("ok\n")
+      assert.are.equal("OK", r:readexactly(2))
+      w:close()
+      shut(plain)
+      shut(srv)
+    end)
+    local rs = H.reports(got, "Fatal error: protocol.data_received() call failed.")
+    assert.are.equal(1, #rs)
+    contains("TLSProtocol", rs[1].exception)
+  end)
+
   it("pause_writing and resume_writing reach the protocol over TLS", function()
     local loop = rtloop()
     run(loop, function()
