@@ -12,9 +12,9 @@
 ** transport API, with plain text in and out. Between them one SSL object
 ** works on two memory BIOs of this file's own: what the plain transport
 ** reads is handed to the read BIO, SSL_read takes the plain text out of
-** it; SSL_write puts records into the write BIO, which sends them at once
-** when the socket takes them and keeps the rest for the plain
-** transport's write. So there is no event loop here and no
+** it; SSL_write puts records into the write BIO, which is emptied at the
+** end of each operation, into the socket when it takes them and into the
+** plain transport's write otherwise. So there is no event loop here and no
 ** socket: the plain transport does all the I/O, its write queue is the
 ** only queue, and its flow control is the TLS transport's.
 **
@@ -714,10 +714,10 @@ static int tlsidx;  /* SSL ex_data index of the tls struct */
 ** neither. The read BIO serves the bytes kept in t->in and then those of
 ** the read being handed over (t->feed, pointing into the plain
 ** transport's read buffer or a string): only what OpenSSL leaves of a
-** read, a record's start, is copied, into t->in. The write BIO gives
-** records to the socket at once (uv_try_write) while nothing waits
-** before them, and keeps what the socket did not take in t->out, for
-** flush.
+** read while the application does not read is copied, into t->in. The
+** write BIO gathers the records of an operation in t->out, and flush
+** gives them to the socket in one write (a write per 16 KiB record
+** would cost the kernel twice as much).
 */
 
 #define BBUF_KEEP (256 * 1024)   /* an empty buffer larger is freed */
@@ -796,22 +796,10 @@ static int rbio_read (BIO *b, char *buf, int size) {
 
 static int wbio_write (BIO *b, const char *p, int size) {
   tls *t = (tls *)BIO_get_data(b);
-  size_t n = size > 0 ? (size_t)size : 0, off = 0;  /* n < 2^31 */
-  loom_conn *c;
   BIO_clear_retry_flags(b);
-  if (n == 0)
+  if (size <= 0)
     return 0;
-  if (t->out.len == 0 && (c = direct(t)) != NULL) {
-    uv_buf_t ub = uv_buf_init((char *)p, (unsigned int)n);
-    int r = uv_try_write((uv_stream_t *)&c->h, &ub, 1);
-    if (r > 0)
-      off = (size_t)r;  /* an error: the plain write meets it, reports it */
-    if (off == n)
-      return size;
-  }
-  if (!bb_append(&t->out, p + off, n - off))
-    return -1;
-  return size;
+  return bb_append(&t->out, p, (size_t)size) ? size : -1;
 }
 
 static long rbio_ctrl (BIO *b, int cmd, long num, void *ptr) {
