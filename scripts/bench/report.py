@@ -52,6 +52,7 @@ ECHO_PEER_STREAMS = ["asyncio-streams", "uvloop-streams", "node", "luv"]
 ECHO_RE = re.compile(r"^echo-s(\d+)-c(\d+)$")
 TLS_SERVERS = ["loom", "asyncio", "uvloop"]
 TLS_RE = re.compile(r"^tls-echo-s(\d+)-c(\d+)$")
+TLS_CPU_RE = re.compile(r"^tls-cpu-s(\d+)-c(\d+)$")
 TLS_TARGET_SIZES = (1024, 102400)   # the issue's sizes
 TLS_GOAL = 1.5                      # loom >= 1.5x uvloop
 CLIENT_BOUND = 0.9                  # client busier than this: it set the rate
@@ -72,17 +73,22 @@ def load_echo(path):
 
 
 def load_tls(path):
-    """(size, conns) -> server -> [(requests/s, client CPU share or None)]."""
+    """(size, conns) -> server -> [(requests/s, client CPU share or None)],
+    and (size, conns) -> server -> [requests per second of server CPU]."""
     res = defaultdict(lambda: defaultdict(list))
+    cpu = defaultdict(lambda: defaultdict(list))
     with open(path) as f:
         for r in csv.DictReader(f, delimiter="\t"):
-            m = TLS_RE.match(r["workload"])
             v = num(r.get("ops_per_sec"))
-            if m and v is not None:
+            if v is None:
+                continue
+            if m := TLS_RE.match(r["workload"]):
                 t, u, y = num(r.get("wall_s")), num(r.get("user_s")), num(r.get("sys_s"))
                 busy = (u + y) / t if t and u is not None and y is not None else None
                 res[(int(m.group(1)), int(m.group(2)))][r["peer"]].append((v, busy))
-    return res
+            elif m := TLS_CPU_RE.match(r["workload"]):
+                cpu[(int(m.group(1)), int(m.group(2)))][r["peer"]].append(v)
+    return res, cpu
 
 
 def load_http(path):
@@ -397,7 +403,7 @@ def main():
         out.extend(echo_lines)
 
     # ------------------------------------------------ tls
-    tls = load_tls(sys.argv[1])
+    tls, tls_cpu = load_tls(sys.argv[1])
     if tls:
         t = out.append
         cols = [q for q in TLS_SERVERS if any(q in d for d in tls.values())]
@@ -413,10 +419,14 @@ def main():
           "faster). Client CPU: the client's CPU time over the measured seconds, "
           "median, in loom's runs / in uvloop's; near 100% the client, not the "
           "server, set the rate, and loom's figure is a lower bound (marked "
-          "client-bound). Target, at 1 KiB and 100 KiB: loom >= "
-          f"{TLS_GOAL}x uvloop.\n")
+          "client-bound). Server CPU per request: the server's CPU time (/proc) "
+          "over the measured seconds / requests, median; uvloop's / loom's is "
+          "how many times more requests loom serves per core, which the client's "
+          "speed does not cap. Target, at 1 KiB and 100 KiB: loom >= "
+          f"{TLS_GOAL}x uvloop (requests/s).\n")
         hdr = (["size", "conns"] + cols
                + ["loom / uvloop", "loom / asyncio", "client CPU (loom / uvloop runs)",
+                  "server CPU per request (loom / uvloop)", "uvloop / loom CPU per request",
                   f"target (>= {TLS_GOAL}x uvloop)"])
         t("| " + " | ".join(hdr) + " |")
         t("|" + "|".join("---" for _ in hdr) + "|")
@@ -432,6 +442,10 @@ def main():
             r_u = lv / uv if lv and uv else None
             r_a = lv / av if lv and av else None
             pct = lambda q: f"{busy[q] * 100:.0f}%" if q in busy else "–"
+            per_cpu = {q: statistics.median(vs) for q, vs in tls_cpu.get((size, conns), {}).items() if vs}
+            us = lambda q: f"{1e6 / per_cpu[q]:.0f}" if per_cpu.get(q) else "–"
+            lc, uc = per_cpu.get("loom"), per_cpu.get("uvloop")
+            c_u = lc / uc if lc and uc else None
             if size in TLS_TARGET_SIZES:
                 tcells += 1
                 if r_u is None:
@@ -448,7 +462,9 @@ def main():
             sz = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
             t("| " + " | ".join([sz, str(conns)] + cells
                                 + [rx(r_u) if r_u else "–", rx(r_a) if r_a else "–",
-                                   f"{pct('loom')} / {pct('uvloop')}", tgt]) + " |")
+                                   f"{pct('loom')} / {pct('uvloop')}",
+                                   f"{us('loom')} / {us('uvloop')} µs",
+                                   rx(c_u) if c_u else "–", tgt]) + " |")
         t(f"\n{tmet} of {tcells} TLS target cells met (>= {TLS_GOAL}x uvloop)"
           + (f" ({tcells - tmeas} not measured)" if tmeas < tcells else "") + ".\n")
 

@@ -421,7 +421,10 @@ echo_suite() {
 # tls-echo-s<SIZE>-c<C>, n = requests, ops_per_sec = requests/s, extra =
 # MiB/s one way; wall_s, user_s, sys_s are the client's (the measured
 # seconds and its CPU seconds in them: a client near 100% of its core is
-# the bottleneck, not the server).
+# the bottleneck, not the server). And a row tls-cpu-s<SIZE>-c<C>: n =
+# requests, seconds = the server's CPU seconds in the same time (the
+# client reads /proc/<pid>/stat), ops_per_sec = requests per second of
+# server CPU, a figure the client's own speed does not cap.
 tls_servers() {  # label|command with PORT placeholder
   local crt="$ROOT/$TLS_DIR/cert.pem $ROOT/$TLS_DIR/key.pem"
   echo "loom|$LOOM $BENCH/tls_echo.lua PORT $crt"
@@ -443,15 +446,21 @@ tls_suite() {
     fi
     local size c
     for size in $TLS_SIZES; do for c in $TLS_CONNS; do
-      local ccmd="timeout $((${TLS_SECS%.*} + 30)) $(pinned "$CLIENT_CPU") $TLS_CLIENT $port $c $size $TLS_SECS $label"
+      local ccmd="env TLS_ECHO_SERVER_PID=$SERVER_PID timeout $((${TLS_SECS%.*} + 30)) $(pinned "$CLIENT_CPU") $TLS_CLIENT $port $c $size $TLS_SECS $label"
       echo "$ccmd" >>"$LOG"
-      local line w p n s o mib usr sys
+      local line w p n s o mib usr sys srv
       line=$($ccmd 2>>"$OUT/stderr.log")
       if [ -z "$line" ]; then note "rep $rep: tls $label c=$c size=$size FAILED: $ccmd"; continue; fi
-      read -r w p n s o mib usr sys <<<"$line"
+      read -r w p n s o mib usr sys srv <<<"$line"
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t%s\t%s\t%s\n' "$rep" "$w" "$p" "$n" "$s" "$o" "$mib" "$s" "${usr:--}" "${sys:--}" >>"$RAW"
-      printf '  %-22s %-8s %10s req/s %9s MiB/s  client CPU %s%%\n' "$w" "$p" "$o" "$mib" \
-        "$(awk -v u="${usr:-0}" -v y="${sys:-0}" -v t="$s" 'BEGIN { printf "%.0f", (t > 0 ? (u + y) / t * 100 : 0) }')"
+      if [ -n "$srv" ] && awk -v v="$srv" 'BEGIN { exit !(v > 0) }'; then
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\n' "$rep" "tls-cpu-s$size-c$c" "$p" "$n" "$srv" \
+          "$(awk -v n="$n" -v v="$srv" 'BEGIN { printf "%.1f", n / v }')" >>"$RAW"
+      fi
+      printf '  %-22s %-8s %10s req/s %9s MiB/s  CPU: %s\n' "$w" "$p" "$o" "$mib" \
+        "$(awk -v u="${usr:-0}" -v y="${sys:-0}" -v v="${srv:-}" -v t="$s" 'BEGIN {
+             if (t > 0) printf "client %.0f%%", (u + y) / t * 100
+             if (t > 0 && v != "") printf ", server %.0f%%", v / t * 100 }')"
     done; done
     stop_server
   done < <(tls_servers)

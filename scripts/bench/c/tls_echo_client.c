@@ -9,9 +9,14 @@
 ** SECONDS. Prints
 **   tls-echo-s<SIZE>-c<C> <LABEL> <requests> <seconds> <requests/s> <MiB/s>
 **     <user_s> <sys_s>
+**     [<server_s>]
 ** where MiB/s counts payload one way (requests * SIZE) and user_s, sys_s
 ** are this client's CPU seconds over the measured SECONDS (a client near
-** SECONDS of CPU is the bottleneck, not the server).
+** SECONDS of CPU is the bottleneck, not the server). With
+** TLS_ECHO_SERVER_PID=<pid of the server>, server_s is the server's CPU
+** seconds (user + system, from /proc/<pid>/stat, in clock ticks) over
+** the same SECONDS: the server's CPU per request, which the client's
+** speed does not limit.
 **
 ** The client must cost as little as a TLS client can, or it, not the
 ** server, sets the rate. OpenSSL over a socket BIO makes two read(2)
@@ -99,6 +104,26 @@ static void die (const char *what) {
   fprintf(stderr, "tls_echo_client: %s\n", what);
   ERR_print_errors_fp(stderr);
   exit(1);
+}
+
+/* The CPU seconds of process pid so far, or -1. */
+static double pidtime (long pid) {
+  char path[64], buf[1024], *p;
+  unsigned long ut, st;
+  size_t n;
+  FILE *f;
+  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  if ((f = fopen(path, "r")) == NULL)
+    return -1;
+  n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  /* fields 14 and 15 (utime, stime); the name, field 2, may hold spaces */
+  if ((p = strrchr(buf, ')')) == NULL
+      || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+                &ut, &st) != 2)
+    return -1;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static void cputime (double *user, double *sys) {
@@ -268,7 +293,8 @@ static void step (conn *c) {
 int main (int argc, char **argv) {
   int port, nc, i, ep, up = 0;
   size_t j;
-  double secs, t0, t, u0, s0, u1, s1;
+  double secs, t0, t, u0, s0, u1, s1, p0 = -1, p1 = -1;
+  long spid = 0;
   const char *label, *env;
   unsigned long x = 88172645463325252ul;
   SSL_CTX *ctx;
@@ -289,6 +315,8 @@ int main (int argc, char **argv) {
     die("PORT, CONNS, SIZE and SECONDS must be positive");
   if ((env = getenv("TLS_ECHO_CHECK")) != NULL && strcmp(env, "0") == 0)
     check = 0;
+  if ((env = getenv("TLS_ECHO_SERVER_PID")) != NULL)
+    spid = atol(env);
   signal(SIGPIPE, SIG_IGN);  /* a closed server: write(2) fails, we die */
   msg = malloc(size + NSHIFTS);
   cs = calloc((size_t)nc, sizeof *cs);
@@ -350,6 +378,8 @@ int main (int argc, char **argv) {
       up += cs[i].ready;
   }
   counting = 1;
+  if (spid > 0)
+    p0 = pidtime(spid);
   cputime(&u0, &s0);
   t0 = now();
   for (i = 0; i < nc; i++)
@@ -365,8 +395,13 @@ int main (int argc, char **argv) {
     }
   }
   cputime(&u1, &s1);
-  printf("tls-echo-s%zu-c%d %s %ld %.3f %.1f %.2f %.3f %.3f\n", size, nc,
+  if (p0 >= 0)
+    p1 = pidtime(spid);
+  printf("tls-echo-s%zu-c%d %s %ld %.3f %.1f %.2f %.3f %.3f", size, nc,
          label, reqs, t, (double)reqs / t,
          (double)reqs * (double)size / t / 1048576.0, u1 - u0, s1 - s0);
+  if (p1 >= 0)
+    printf(" %.2f", p1 - p0);
+  printf("\n");
   return 0;
 }
