@@ -8,8 +8,7 @@
 ** came back, compares it with the message sent, and sends the next, for
 ** SECONDS. Prints
 **   tls-echo-s<SIZE>-c<C> <LABEL> <requests> <seconds> <requests/s> <MiB/s>
-**     <user_s> <sys_s>
-**     [<server_s>]
+**     <user_s> <sys_s> [<server_s>]
 ** where MiB/s counts payload one way (requests * SIZE) and user_s, sys_s
 ** are this client's CPU seconds over the measured SECONDS (a client near
 ** SECONDS of CPU is the bottleneck, not the server). With
@@ -24,7 +23,7 @@
 ** record. Here the SSL object talks to a BIO of this file instead:
 ** - writes go to a per-connection buffer, written to the socket with one
 **   write(2) after each SSL call, so a message of any size leaves in one
-**   system call (the rest of it, if the socket is full, on EPOLLOUT);
+**   system call when the socket has room (the rest on EPOLLOUT);
 ** - reads fill a per-connection buffer with one read(2) of up to
 **   RBUF_LEN bytes, from which SSL takes header and body; a read(2)
 **   shorter than asked means the socket was empty, and the next one
