@@ -20,6 +20,12 @@ ratio to libuv-c and uvloop-proto, loom-streams (streams API) with its ratio
 to libuv-c and to the fastest peer streams server (asyncio-streams,
 uvloop-streams, node, luv), and both APIs' targets per cell.
 
+tls (workloads tls-echo-s<SIZE>-c<CONNS>: requests/s of one C client,
+scripts/bench/c/tls_echo_client.c, against the TLS echo servers loom,
+asyncio and uvloop) has its own table, with loom's ratio to uvloop and
+asyncio, the client's CPU use, and the target ">= 1.5x uvloop" per cell at
+1 KiB and 100 KiB.
+
 http (workloads http-c<CONNS>: requests/s of `wrk -t1 -c<CONNS>` against each
 HTTP hello-world server) has its own table, with loom's ratio to node and
 libuv-c and the target "HTTP example ahead of Node's http at 100 connections".
@@ -44,6 +50,12 @@ ECHO_SERVERS = ["loom", "loom-streams", "asyncio-proto", "asyncio-streams",
 # servers of node and luv (counted as streams-level peers).
 ECHO_PEER_STREAMS = ["asyncio-streams", "uvloop-streams", "node", "luv"]
 ECHO_RE = re.compile(r"^echo-s(\d+)-c(\d+)$")
+TLS_SERVERS = ["loom", "asyncio", "uvloop"]
+TLS_RE = re.compile(r"^tls-echo-s(\d+)-c(\d+)$")
+TLS_CPU_RE = re.compile(r"^tls-cpu-s(\d+)-c(\d+)$")
+TLS_TARGET_SIZES = (1024, 102400)   # the issue's sizes
+TLS_GOAL = 1.5                      # loom >= 1.5x uvloop
+CLIENT_BOUND = 0.9                  # client busier than this: it set the rate
 HTTP_SERVERS = ["loom", "asyncio-proto", "uvloop-proto", "luv", "cqueues", "node", "libuv-c"]
 HTTP_RE = re.compile(r"^http-c(\d+)$")
 
@@ -58,6 +70,25 @@ def load_echo(path):
             if m and v is not None:
                 res[(int(m.group(1)), int(m.group(2)))][r["peer"]].append(v)
     return res
+
+
+def load_tls(path):
+    """(size, conns) -> server -> [(requests/s, client CPU share or None)],
+    and (size, conns) -> server -> [requests per second of server CPU]."""
+    res = defaultdict(lambda: defaultdict(list))
+    cpu = defaultdict(lambda: defaultdict(list))
+    with open(path) as f:
+        for r in csv.DictReader(f, delimiter="\t"):
+            v = num(r.get("ops_per_sec"))
+            if v is None:
+                continue
+            if m := TLS_RE.match(r["workload"]):
+                t, u, y = num(r.get("wall_s")), num(r.get("user_s")), num(r.get("sys_s"))
+                busy = (u + y) / t if t and u is not None and y is not None else None
+                res[(int(m.group(1)), int(m.group(2)))][r["peer"]].append((v, busy))
+            elif m := TLS_CPU_RE.match(r["workload"]):
+                cpu[(int(m.group(1)), int(m.group(2)))][r["peer"]].append(v)
+    return res, cpu
 
 
 def load_http(path):
@@ -371,6 +402,72 @@ def main():
           + (f" ({ecells - smeas} not measured)" if smeas < ecells else "") + ".\n")
         out.extend(echo_lines)
 
+    # ------------------------------------------------ tls
+    tls, tls_cpu = load_tls(sys.argv[1])
+    if tls:
+        t = out.append
+        cols = [q for q in TLS_SERVERS if any(q in d for d in tls.values())]
+        cols += sorted({q for d in tls.values() for q in d} - set(cols))
+        t("## tls (TLS echo, requests/s)\n")
+        t("One C client (scripts/bench/c/tls_echo_client.c: one thread, OpenSSL on "
+          "epoll, one write(2) per message and one read(2) per arrival): CONNS TLS "
+          "connections each send SIZE bytes and wait for the whole echo, compared "
+          "with what was sent, for TLS_SECS. loom runs scripts/bench/tls_echo.lua, "
+          "asyncio and uvloop scripts/bench/py/tls_echo.py with Python's ssl module "
+          "(protocol API, TLS 1.3, the same OpenSSL). Server pinned on SERVER_CPU, "
+          "client on CLIENT_CPU. Ratios: loom's req/s / the peer's (above 1 = loom "
+          "faster). Client CPU: the client's CPU time over the measured seconds, "
+          "median, in loom's runs / in uvloop's; near 100% the client, not the "
+          "server, set the rate, and loom's figure is a lower bound (marked "
+          "client-bound). Server CPU per request: the server's CPU time (/proc) "
+          "over the measured seconds / requests, median; uvloop's / loom's is "
+          "how many times more requests loom serves per core, which the client's "
+          "speed does not cap. Target, at 1 KiB and 100 KiB: loom >= "
+          f"{TLS_GOAL}x uvloop (requests/s).\n")
+        hdr = (["size", "conns"] + cols
+               + ["loom / uvloop", "loom / asyncio", "client CPU (loom / uvloop runs)",
+                  "server CPU per request (loom / uvloop)", "uvloop / loom CPU per request",
+                  f"target (>= {TLS_GOAL}x uvloop)"])
+        t("| " + " | ".join(hdr) + " |")
+        t("|" + "|".join("---" for _ in hdr) + "|")
+        tmet = tmeas = tcells = 0
+        for size, conns in sorted(tls):
+            d = tls[(size, conns)]
+            rates = {q: [v for v, _ in runs] for q, runs in d.items()}
+            md = {q: statistics.median(vs) for q, vs in rates.items() if vs}
+            busy = {q: statistics.median(bs) for q, runs in d.items()
+                    if (bs := [b for _, b in runs if b is not None])}
+            cells = [(si(md[q]).strip() + spread(rates[q])) if q in md else "–" for q in cols]
+            lv, uv, av = md.get("loom"), md.get("uvloop"), md.get("asyncio")
+            r_u = lv / uv if lv and uv else None
+            r_a = lv / av if lv and av else None
+            pct = lambda q: f"{busy[q] * 100:.0f}%" if q in busy else "–"
+            per_cpu = {q: statistics.median(vs) for q, vs in tls_cpu.get((size, conns), {}).items() if vs}
+            us = lambda q: f"{1e6 / per_cpu[q]:.0f}" if per_cpu.get(q) else "–"
+            lc, uc = per_cpu.get("loom"), per_cpu.get("uvloop")
+            c_u = lc / uc if lc and uc else None
+            if size in TLS_TARGET_SIZES:
+                tcells += 1
+                if r_u is None:
+                    tgt = "not measured"
+                else:
+                    tmeas += 1
+                    ok = r_u >= TLS_GOAL
+                    tmet += ok
+                    tgt = "met" if ok else "NOT MET"
+                    if not ok and busy.get("loom", 0) >= CLIENT_BOUND:
+                        tgt += " (client-bound)"
+            else:
+                tgt = "(no target)"
+            sz = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
+            t("| " + " | ".join([sz, str(conns)] + cells
+                                + [rx(r_u) if r_u else "–", rx(r_a) if r_a else "–",
+                                   f"{pct('loom')} / {pct('uvloop')}",
+                                   f"{us('loom')} / {us('uvloop')} µs",
+                                   rx(c_u) if c_u else "–", tgt]) + " |")
+        t(f"\n{tmet} of {tcells} TLS target cells met (>= {TLS_GOAL}x uvloop)"
+          + (f" ({tcells - tmeas} not measured)" if tmeas < tcells else "") + ".\n")
+
     # ------------------------------------------------ http
     http = load_http(sys.argv[1])
     http_target = None  # (label, ratio or None, met)
@@ -496,8 +593,8 @@ def main():
         p("")
     targets[-1:-1] = spawn_targets
     files = any(l or c for _, l, c, _, _ in fl)
-    if (echo or http or files) and all(r is None for _, r, _, _ in targets[:-1]):
-        if http:  # an echo/http/files-only run: no other target measured
+    if (echo or tls or http or files) and all(r is None for _, r, _, _ in targets[:-1]):
+        if http:  # an echo/tls/http/files-only run: no other target measured
             p("## Targets\n")
             p("| target | measured | |")
             p("|---|---|---|")

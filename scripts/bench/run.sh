@@ -17,7 +17,7 @@
 # and copies table.md to build/bench/latest.md.
 #
 # usage: scripts/bench/run.sh [workload ...]
-#   (callbacks timers tasks pingpong queue lock gather echo http spawn files threads; default all, in that order)
+#   (callbacks timers tasks pingpong queue lock gather echo tls http spawn files threads; default all, in that order)
 # echo: TCP echo servers driven by the peers' C epoll client (echo/client.c,
 # built into build/bench/peers-bin/), each started pinned on SERVER_CPU and
 # measured with the client pinned on CLIENT_CPU for every size x
@@ -28,6 +28,14 @@
 #   asyncio-proto, asyncio-streams, uvloop-proto, uvloop-streams
 #                    the peers' echo/py_aio.py (protocol or streams API)
 #   luv, node, libuv-c  the peers' callback servers
+# tls: TLS echo servers (protocol API, TLS 1.3 with a throw-away EC P-256
+# certificate made under build/bench/tls/): loom (scripts/bench/tls_echo.lua)
+# against asyncio and uvloop with Python's ssl module (scripts/bench/py/
+# tls_echo.py, labels asyncio and uvloop; the same OpenSSL library), each
+# started pinned on SERVER_CPU and measured for every size in TLS_SIZES x
+# connections in TLS_CONNS, TLS_SECS each, by scripts/bench/c/tls_echo_client.c
+# (one thread, OpenSSL on epoll, pinned on CLIENT_CPU; built into
+# build/bench/ with pkg-config openssl). Needs no peers' directory.
 # http: HTTP/1.1 hello-world servers under `wrk -t1 -cC -dHTTP_SECS` (wrk
 # pinned on CLIENT_CPU, the server on SERVER_CPU): loom's
 # scripts/examples/http_server.lua (protocol API) and the peers' http/
@@ -50,8 +58,9 @@
 #   N_LOCK=1000000 (acquisitions by 100 tasks) N_GATHER=10000 (tasks per gather)
 #   GATHER_REPS=20 (gathers) MICRO_CPU=0 (empty = not pinned) TIMEOUT=300 (s per program)
 #   ECHO_SECS=1 ECHO_SIZES="1024 10240 102400" (bytes) ECHO_CONNS="1 10 100"
-#   SERVER_CPU=0 CLIENT_CPU=1 (echo, http: server and client pinned apart) BASE_PORT=24000
+#   SERVER_CPU=0 CLIENT_CPU=1 (echo, tls, http: server and client pinned apart) BASE_PORT=24000
 #   HTTP_SECS=2 HTTP_CONNS="1 100" (wrk connections)
+#   TLS_SECS=2 TLS_SIZES="1024 102400" (bytes) TLS_CONNS="10 100"
 #   N_TOTHREAD=100000 THREADS_ECHO_SIZE=1024 THREADS_ECHO_CONNS="10 100"
 #   PEERS="asyncio uvloop luv cqueues lua-coro node libuv-c" (subset to run;
 #   PEERS=none runs loom alone)   NO_INSTALL=1 (never apt-get missing peers)
@@ -80,6 +89,9 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 HTTP_SECS=${HTTP_SECS:-2}
 HTTP_CONNS=${HTTP_CONNS:-"1 100"}
+TLS_SECS=${TLS_SECS:-2}
+TLS_SIZES=${TLS_SIZES:-"1024 102400"}
+TLS_CONNS=${TLS_CONNS:-"10 100"}
 N_TOTHREAD=${N_TOTHREAD:-100000}
 THREADS_ECHO_SIZE=${THREADS_ECHO_SIZE:-1024}
 THREADS_ECHO_CONNS=${THREADS_ECHO_CONNS:-"10 100"}
@@ -92,13 +104,13 @@ PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench/peers}
 PEERS=${PEERS:-asyncio uvloop luv cqueues lua-coro node libuv-c}
 [ "$PEERS" = none ] && PEERS=
 ASKED_PEERS=$PEERS             # before any is dropped (for scripts/bench/py)
-WORKLOADS=${*:-callbacks timers tasks pingpong queue lock gather echo http spawn files threads}
+WORKLOADS=${*:-callbacks timers tasks pingpong queue lock gather echo tls http spawn files threads}
 LOOM=$ROOT/build/bin/loom
 BENCH=$ROOT/scripts/bench
 
 for w in $WORKLOADS; do
-  case $w in callbacks|timers|tasks|pingpong|queue|lock|gather|echo|http|spawn|files|threads) ;;
-    *) echo "unknown workload '$w' (callbacks timers tasks pingpong queue lock gather echo http spawn files threads)" >&2; exit 2 ;;
+  case $w in callbacks|timers|tasks|pingpong|queue|lock|gather|echo|tls|http|spawn|files|threads) ;;
+    *) echo "unknown workload '$w' (callbacks timers tasks pingpong queue lock gather echo tls http spawn files threads)" >&2; exit 2 ;;
   esac
 done
 
@@ -209,15 +221,38 @@ case " $WORKLOADS " in *" http "*)
   fi ;;
 esac
 
+# tls: the client (needed for loom alone too) and a throw-away certificate.
+TLS_OK=
+TLS_DIR=build/bench/tls
+TLS_CLIENT=build/bench/tls_echo_client
+case " $WORKLOADS " in *" tls "*)
+  if ! command -v ss >/dev/null; then
+    note "tls skipped: no ss (iproute2) to wait for the servers' ports"
+  elif ! command -v openssl >/dev/null; then
+    note "tls skipped: no openssl command (Debian package openssl) to make a certificate"
+  elif ! pkg-config --exists openssl 2>/dev/null; then
+    note "tls skipped: pkg-config finds no openssl (Debian packages pkg-config, libssl-dev)"
+  elif ! gcc -O2 -Wall -o "$TLS_CLIENT" "$BENCH/c/tls_echo_client.c" $(pkg-config --cflags --libs openssl) 2>>"$LOG"; then
+    note "tls skipped: gcc failed on scripts/bench/c/tls_echo_client.c"
+  elif ! { mkdir -p "$TLS_DIR" &&
+           openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+             -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" -days 2 -subj /CN=localhost \
+             >>"$LOG" 2>&1; }; then
+    note "tls skipped: openssl req failed to make a certificate in $TLS_DIR"
+  else
+    TLS_OK=1
+  fi ;;
+esac
+
 # asyncio and uvloop for the programs in scripts/bench/py/ (queue lock
-# gather), which do not need the peers' directory.
+# gather spawn threads tls), which do not need the peers' directory.
 declare -A PYOK
 for q in asyncio uvloop; do
   case " $ASKED_PEERS " in *" $q "*) ;; *) continue ;; esac
   if [ -n "${OK[$q]:-}" ] || "$PY" -c "import $q" >/dev/null 2>&1; then
     PYOK[$q]=1
   elif [ -z "$PEERS" ]; then   # otherwise check() has noted it already
-    note "peer $q skipped for queue/lock/gather: $PY cannot import $q"
+    note "peer $q skipped for queue/lock/gather/spawn/threads/tls: $PY cannot import $q"
   fi
 done
 
@@ -242,8 +277,9 @@ fi
   [ -n "${OK[node]:-}" ] && echo "node: $($NODE -v)"
   echo "libuv: $(pkg-config --modversion libuv 2>/dev/null); gcc: $(gcc -dumpfullversion 2>/dev/null)"
   echo "peers run: $(for q in $PEERS; do [ -n "${OK[$q]:-}" ] && printf '%s ' "$q"; done)"
-  echo "knobs: N_TOTHREAD=$N_TOTHREAD THREADS_ECHO_SIZE=$THREADS_ECHO_SIZE THREADS_ECHO_CONNS='$THREADS_ECHO_CONNS' REPS=$REPS N_CB=$N_CB N_TIMERS=$N_TIMERS N_TASKS=$N_TASKS N_SLEEPERS=$N_SLEEPERS N_PINGPONG=$N_PINGPONG N_QUEUE=$N_QUEUE N_LOCK=$N_LOCK N_GATHER=$N_GATHER GATHER_REPS=$GATHER_REPS MICRO_CPU=$MICRO_CPU TIMEOUT=$TIMEOUT ECHO_SECS=$ECHO_SECS ECHO_SIZES='$ECHO_SIZES' ECHO_CONNS='$ECHO_CONNS' SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU HTTP_SECS=$HTTP_SECS HTTP_CONNS='$HTTP_CONNS'"
+  echo "knobs: N_TOTHREAD=$N_TOTHREAD THREADS_ECHO_SIZE=$THREADS_ECHO_SIZE THREADS_ECHO_CONNS='$THREADS_ECHO_CONNS' REPS=$REPS N_CB=$N_CB N_TIMERS=$N_TIMERS N_TASKS=$N_TASKS N_SLEEPERS=$N_SLEEPERS N_PINGPONG=$N_PINGPONG N_QUEUE=$N_QUEUE N_LOCK=$N_LOCK N_GATHER=$N_GATHER GATHER_REPS=$GATHER_REPS MICRO_CPU=$MICRO_CPU TIMEOUT=$TIMEOUT ECHO_SECS=$ECHO_SECS ECHO_SIZES='$ECHO_SIZES' ECHO_CONNS='$ECHO_CONNS' SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU HTTP_SECS=$HTTP_SECS HTTP_CONNS='$HTTP_CONNS' TLS_SECS=$TLS_SECS TLS_SIZES='$TLS_SIZES' TLS_CONNS='$TLS_CONNS'"
   [ -n "$HTTP_OK" ] && echo "wrk: $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+  [ -n "$TLS_OK" ] && echo "tls: $(openssl version)$([ -n "${PYOK[asyncio]:-}${PYOK[uvloop]:-}" ] && echo "; python ssl: $("$PY" -c 'import ssl; print(ssl.OPENSSL_VERSION)')")"
 } >"$OUT/env.txt"
 cat "$OUT/env.txt"
 
@@ -377,6 +413,59 @@ echo_suite() {
   done < <(echo_servers)
 }
 
+# ---------------------------------------------------------------- tls
+# As echo: each server started pinned on SERVER_CPU, waited for on its
+# port, measured by scripts/bench/c/tls_echo_client.c (pinned on
+# CLIENT_CPU; it makes every handshake first, then counts whole echoes for
+# TLS_SECS) for every size x connections, then killed. raw.tsv: workload
+# tls-echo-s<SIZE>-c<C>, n = requests, ops_per_sec = requests/s, extra =
+# MiB/s one way; wall_s, user_s, sys_s are the client's (the measured
+# seconds and its CPU seconds in them: a client near 100% of its core is
+# the bottleneck, not the server). And a row tls-cpu-s<SIZE>-c<C>: n =
+# requests, seconds = the server's CPU seconds in the same time (the
+# client reads /proc/<pid>/stat), ops_per_sec = requests per second of
+# server CPU, a figure the client's own speed does not cap.
+tls_servers() {  # label|command with PORT placeholder
+  local crt="$ROOT/$TLS_DIR/cert.pem $ROOT/$TLS_DIR/key.pem"
+  echo "loom|$LOOM $BENCH/tls_echo.lua PORT $crt"
+  local q
+  for q in asyncio uvloop; do
+    [ -n "${PYOK[$q]:-}" ] && echo "$q|$PY $BENCH/py/tls_echo.py PORT $crt $q"
+  done
+  return 0
+}
+
+tls_suite() {
+  local rep=$1 label cmd
+  [ -n "$TLS_OK" ] || return 0
+  while IFS='|' read -r label cmd; do
+    free_port; local port=$PORT
+    if ! serve "$port" ${cmd//PORT/$port}; then
+      note "rep $rep: tls server $label did not listen on $port: ${cmd//PORT/$port}"
+      stop_server; continue
+    fi
+    local size c
+    for size in $TLS_SIZES; do for c in $TLS_CONNS; do
+      local ccmd="env TLS_ECHO_SERVER_PID=$SERVER_PID timeout $((${TLS_SECS%.*} + 30)) $(pinned "$CLIENT_CPU") $TLS_CLIENT $port $c $size $TLS_SECS $label"
+      echo "$ccmd" >>"$LOG"
+      local line w p n s o mib usr sys srv
+      line=$($ccmd 2>>"$OUT/stderr.log")
+      if [ -z "$line" ]; then note "rep $rep: tls $label c=$c size=$size FAILED: $ccmd"; continue; fi
+      read -r w p n s o mib usr sys srv <<<"$line"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t%s\t%s\t%s\n' "$rep" "$w" "$p" "$n" "$s" "$o" "$mib" "$s" "${usr:--}" "${sys:--}" >>"$RAW"
+      if [ -n "$srv" ] && awk -v v="$srv" 'BEGIN { exit !(v > 0) }'; then
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\n' "$rep" "tls-cpu-s$size-c$c" "$p" "$n" "$srv" \
+          "$(awk -v n="$n" -v v="$srv" 'BEGIN { printf "%.1f", n / v }')" >>"$RAW"
+      fi
+      printf '  %-22s %-8s %10s req/s %9s MiB/s  CPU: %s\n' "$w" "$p" "$o" "$mib" \
+        "$(awk -v u="${usr:-0}" -v y="${sys:-0}" -v v="${srv:-}" -v t="$s" 'BEGIN {
+             if (t > 0) printf "client %.0f%%", (u + y) / t * 100
+             if (t > 0 && v != "") printf ", server %.0f%%", v / t * 100 }')"
+    done; done
+    stop_server
+  done < <(tls_servers)
+}
+
 # ---------------------------------------------------------------- http
 # As the peers' run.sh: each server pinned on SERVER_CPU, `wrk -t1 -cC
 # -dHTTP_SECS` pinned on CLIENT_CPU for every C in HTTP_CONNS, then killed.
@@ -501,6 +590,7 @@ for rep in $(seq 1 "$REPS"); do
       # one line per C, workload spawn_c<C>)
       spawn)     own "$rep" spawn "${N_SPAWN:-1000}" "${SPAWN_CONC:-1 10 50}" ;;
       echo)      echo_suite "$rep" ;;
+      tls)       tls_suite "$rep" ;;
       http)      http_suite "$rep" ;;
       files)     files_suite "$rep" ;;
       threads)   threads_suite "$rep" ;;

@@ -1,4 +1,4 @@
--- tls_echo.lua: a TLS echo server (protocol API) for scripts/bench/tls.sh.
+-- tls_echo.lua: a TLS echo server (protocol API) for scripts/bench/run.sh tls.
 --   build/bin/loom scripts/bench/tls_echo.lua PORT CERT KEY
 -- Writes back every byte it receives over TLS, until killed; prints one
 -- line on stderr once it listens.

@@ -1,5 +1,5 @@
 # TLS echo server (protocol API) on asyncio or uvloop, for
-# scripts/bench/tls.sh: the same shape as scripts/bench/tls_echo.lua.
+# scripts/bench/run.sh tls: the same shape as scripts/bench/tls_echo.lua.
 # usage: python3 tls_echo.py PORT CERT KEY [asyncio|uvloop]
 import sys
 sys.path.pop(0)  # this directory holds queue.py, which would shadow the stdlib's
