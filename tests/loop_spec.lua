@@ -882,9 +882,9 @@ end)
 
 describe("the poll for I/O", function()
   -- A wait of 1 ms while a handle that never fires is alive (a listening
-  -- socket): when libuv's clock, coarse, had passed the deadline before
-  -- libuv polled, its wakeup timer was spent before the poll, which then
-  -- waited with no limit. The window is narrow, so this makes many such
+  -- socket): when libuv's clock (whole milliseconds) had reached the
+  -- deadline before libuv polled, the wakeup timer was spent before the
+  -- poll, which then waited with no limit. The window is narrow, so this makes many such
   -- waits; in a child, since a loop stuck in its poll runs no guard.
   it("ends at the next timer while a handle that never fires is alive", function()
     local out = child([[
