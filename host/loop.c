@@ -582,9 +582,14 @@ static void poll_io_ (loom_loop *loop, double timeout) {
   }
   if (timeout > 0) {
     double ms = ceil(timeout * 1000.0);
+    uint64_t t = ms > 4e18 ? (uint64_t)4e18 : (uint64_t)ms;
     uv_update_time(&loop->uv);
-    uv_timer_start(&loop->wakeup, wakeup_cb, ms > 4e18 ? (uint64_t)4e18
-                   : (uint64_t)ms, 0);
+    /* Repeating: uv_run runs due timers before it polls, and its clock
+    ** (whole milliseconds, read again there) may have reached the
+    ** deadline by then. A one-shot timer would be spent there, and with
+    ** other handles alive the poll would then wait with no limit, past
+    ** every timer of the loop. Repeating, it is due again t ms later. */
+    uv_timer_start(&loop->wakeup, wakeup_cb, t, t);
     uv_ref((uv_handle_t *)&loop->wakeup);
     uv_run(&loop->uv, UV_RUN_ONCE);
     uv_timer_stop(&loop->wakeup);

@@ -258,20 +258,40 @@ describe("scripts/examples/chat_server.lua", function()
   end)
 
   -- Starts an nc client in the background: it sends `lines` (printf
-  -- format) and keeps its side open for `hold` seconds. Returns the file
-  -- its output goes to and its pid.
-  local function client(lines, hold)
+  -- format), then keeps its side open until its output shows the plain
+  -- text `upto` (without one, until it is killed; 60 s at most), and then
+  -- closes it: nc quits a second later, or as soon as the server closes.
+  -- A client leaves once it has what a test reads, however slow the
+  -- server is. Returns the file its output goes to and its pid.
+  local function client(lines, upto)
     local out = tmpname()
-    local pid = run(("{ printf '%s'; sleep %s; } | timeout -s KILL 60 nc -q1 127.0.0.1 %d >%s 2>&1 & echo $!")
-      :format(lines, hold, srv.port, shquote(out)))
+    local hold = upto and ("until grep -qF %s %s; do sleep 0.05; done")
+      :format(shquote(upto), shquote(out)) or "sleep 60"
+    local pid = run(("{ printf '%s'; timeout 60 sh -c %s; } | timeout -s KILL 90 nc -q1 127.0.0.1 %d >%s 2>&1 & echo $!")
+      :format(lines, shquote(hold), srv.port, shquote(out)))
     return out, assert(tonumber(pid:match("%d+")))
   end
 
+  -- Waits until the server has no client left: a newcomer is told that
+  -- nobody else is here. Each test ends with it, so that the clients of
+  -- one test are gone before the next starts. (The newcomer leaves at
+  -- once, but a test still counts only the joins and leaves it makes.)
+  local probes = 0
+  local function wait_alone()
+    return wait_until(function()
+      probes = probes + 1
+      local name = "probe-" .. probes
+      local out = client(name .. "\\n/quit\\n", "* you are ")
+      wait_until(function() return readfile(out):find("* you are ", 1, true) end, 20)
+      return readfile(out):find("* you are " .. name .. "; here: nobody else\n", 1, true)
+    end, 30)
+  end
+
   it("broadcasts a client's lines to the others, names them, announces joins and leaves", function()
-    local a, apid = client("alice\\n", 30)
+    local a, apid = client("alice\\n")
     assert.truthy(wait_until(function() return readfile(a):find("you are alice", 1, true) end, 20),
       readfile(a))
-    local b = client("bob\\nhello all\\n/who\\n/quit\\n", 0)
+    local b = client("bob\\nhello all\\n/who\\n/quit\\n", "here: alice, bob")
     assert.truthy(wait_until(function() return readfile(a):find("* bob left\n", 1, true) end, 20),
       readfile(a))
     local atext = readfile(a)
@@ -284,16 +304,18 @@ describe("scripts/examples/chat_server.lua", function()
     -- a client never gets its own lines back
     assert.falsy(readfile(b):find("bob: hello", 1, true), readfile(b))
     execute("kill " .. apid .. " 2>/dev/null")
+    assert.truthy(wait_alone(), "alice and bob never left")
   end)
 
   it("gives guest-N names for an empty or taken name, and drops a client that disconnects", function()
-    local a, apid = client("carol\\n", 30)
+    local a, apid = client("carol\\n")
     assert.truthy(wait_until(function() return readfile(a):find("you are carol", 1, true) end, 20))
-    local g = client("\\nhi from a guest\\n", 0)
-    local d = client("carol\\nsame name\\n", 0)
+    local g = client("\\nhi from a guest\\n", "you are guest-")
+    local d = client("carol\\nsame name\\n", "you are guest-")
     assert.truthy(wait_until(function()
       local t = readfile(a)
-      return count(t, " left\n") == 2 and t:find("hi from a guest", 1, true) and t:find("same name", 1, true)
+      local _, guests_left = t:gsub("\n%* guest%-%d+ left%f[\n]", "")
+      return guests_left == 2 and t:find("hi from a guest", 1, true) and t:find("same name", 1, true)
     end, 20), readfile(a))
     local atext = readfile(a)
     assert.truthy(atext:find("\nguest%-%d+: hi from a guest\n"), atext)
@@ -302,13 +324,8 @@ describe("scripts/examples/chat_server.lua", function()
     assert.truthy(readfile(g):find("you are guest-", 1, true), readfile(g))
     assert.truthy(readfile(d):find("you are guest-", 1, true), readfile(d))
     execute("kill " .. apid .. " 2>/dev/null")
-    -- once alice's nc is gone, a newcomer finds nobody else
-    assert.truthy(wait_until(function()
-      local c = tmpname()
-      execute(("{ printf 'dave\\n'; sleep 0.5; } | timeout -s KILL 30 nc -q1 127.0.0.1 %d >%s 2>&1")
-        :format(srv.port, shquote(c)))
-      return readfile(c):find("you are dave; here: nobody else", 1, true)
-    end, 20))
+    -- once carol's nc is gone, a newcomer finds nobody else
+    assert.truthy(wait_alone(), "carol never left")
   end)
 end)
 

@@ -129,6 +129,35 @@ function H.reports(got, msg)
   return r
 end
 
+-- Runs a shell command with the sanitizer runtime (preloaded into the
+-- interpreter under the asan-module run) left out; returns os.execute's
+-- results.
+function H.sh(cmd)
+  return os.execute("unset LD_PRELOAD; " .. cmd)
+end
+
+-- Polls pred() until it returns a true value, and returns that value;
+-- fails after secs seconds (default 30), naming what was awaited. This is
+-- for conditions that other processes, threads or the kernel bring about:
+-- a test waits for the condition itself, never for a fixed time, and the
+-- deadline is generous, since the specs also run under ASan on a loaded
+-- machine. Inside a task it sleeps on the running loop between polls
+-- (the loop goes on); outside, it blocks in a 50 ms sleep.
+function H.wait_until(pred, secs, what)
+  local ok, task = pcall(loom.current_task)   -- raises with no running loop
+  local in_task = ok and task ~= nil
+  local deadline = os.time() + (secs or 30) + 1   -- os.time has whole seconds
+  while true do
+    local v = pred()
+    if v then return v end
+    if os.time() > deadline then
+      error(("timed out after %s s waiting for %s")
+        :format(secs or 30, what or "a condition"), 2)
+    end
+    if in_task then loom.sleep(0.01) else H.sh("sleep 0.05") end
+  end
+end
+
 -- Runs the loop until n (default 1) sleep(0) steps of a helper task are
 -- done.
 function H.spin(loop, n)

@@ -105,15 +105,35 @@ describe("scripts/examples/jobs.lua", function()
     assert.truthy(out:find("jobs: 3 run, 2 failed\n", 1, true))
   end)
 
+  -- Each job marks itself running in a directory of its own. With -j 2 a
+  -- job notes how many are marked: never more than two. With -j 6 each
+  -- job waits until all six are marked, which they only ever are if they
+  -- run at once (not a bound on the time they take: a loaded machine may
+  -- take long to start six processes).
   it("runs at most -j N jobs at once", function()
+    local dir, log = tmpname(), tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. shquote(dir)))
     local specs = {}
-    for i = 1, 6 do specs[i] = "sleep 0.4" end
+    for i = 1, 6 do
+      local mark = shquote(dir .. "/" .. i)
+      specs[i] = ("touch %s; ls %s | wc -l >> %s; sleep 0.4; rm %s")
+        :format(mark, shquote(dir), shquote(log), mark)
+    end
     local _, _, rc, secs = jobs { "-j", "2", table.unpack(specs) }
     assert.are.equal(0, rc)
     assert.is_true(secs >= 1.2, ("6 jobs of 0.4 s, 2 at once, took %.2f s"):format(secs))
-    local _, _, rc2, secs2 = jobs { "-j", "6", table.unpack(specs) }
-    assert.are.equal(0, rc2)
-    assert.is_true(secs2 < 2.0, ("6 jobs of 0.4 s, 6 at once, took %.2f s"):format(secs2))
+    local counts = {}
+    for n in readfile(log):gmatch("%d+") do counts[#counts + 1] = tonumber(n) end
+    assert.are.equal(6, #counts)
+    for _, n in ipairs(counts) do assert.is_true(n >= 1 and n <= 2, readfile(log)) end
+    for i = 1, 6 do
+      specs[i] = ("touch %s; timeout 60 sh -c 'until [ $(ls %s | wc -l) -ge 6 ]; do sleep 0.05; done'")
+        :format(shquote(dir .. "/all" .. i), dir)
+    end
+    local out2, _, rc2 = jobs { "-j", "6", table.unpack(specs) }
+    os.execute("rm -rf " .. shquote(dir))
+    assert.are.equal(0, rc2, out2)
   end)
 
   it("streams a job's lines as they come, not at its end", function()

@@ -879,3 +879,26 @@ describe("loops and the GC", function()
     assert.is_nil(weak[1])
   end)
 end)
+
+describe("the poll for I/O", function()
+  -- A wait of 1 ms while a handle that never fires is alive (a listening
+  -- socket): when libuv's clock (whole milliseconds) had reached the
+  -- deadline before libuv polled, the wakeup timer was spent before the
+  -- poll, which then waited with no limit. The window is narrow, so this makes many such
+  -- waits; in a child, since a loop stuck in its poll runs no guard.
+  it("ends at the next timer while a handle that never fires is alive", function()
+    local out = child([[
+      local loom = require "loom"
+      local loop = loom.new_event_loop { virtual_time = false }
+      loop:run_until_complete(function()
+        local server = loom.start_server(function() end, "127.0.0.1", 0)
+        for _ = 1, 2000 do loom.sleep(0.001) end
+        server:close()
+        server:wait_closed()
+      end)
+      loop:close()
+      print("done")
+    ]])
+    assert.are.equal("done\n", out)
+  end)
+end)

@@ -33,25 +33,6 @@ local function run(fn, ...)
   return loop:run_until_complete(fn, loop, ...)
 end
 
--- Inside a task: sleeps in small steps until done() or 5 s pass.
-local function wait_until(done, what)
-  local deadline = loom.get_running_loop():time() + 5
-  while not done() do
-    if loom.get_running_loop():time() > deadline then
-      error("timed out waiting for " .. (what or "a condition"), 2)
-    end
-    loom.sleep(0.002)
-  end
-end
-
--- Outside any loop: the same, blocking.
-local function spin_until(done, what)
-  local t0 = os.time()
-  while not done() do
-    if os.time() - t0 > 5 then error("timed out waiting for " .. what, 2) end
-  end
-end
-
 describe("to_thread", function()
   it("runs the function in another thread with copies of the arguments", function()
     local arg = { n = 1, list = { 1, 2 } }
@@ -199,7 +180,7 @@ describe("ThreadPoolExecutor", function()
     local job = function(s, g, i) s:send(i) g:recv() return i * 10 end
     local fs = {}
     for i = 1, 3 do fs[i] = ex:submit(job, started, go, i) end
-    spin_until(function() return started:qsize() == 2 end, "two jobs")
+    H.wait_until(function() return started:qsize() == 2 end, 30, "two jobs")
     assert.are.equal(2, ex:_threads())
     assert.is_true(fs[1]:running() or fs[2]:running() or fs[3]:running())
     for _ = 1, 3 do go:send(true) end
@@ -239,11 +220,18 @@ describe("ThreadPoolExecutor", function()
       local go = loom.channel()
       local f = ex:submit(function(g) return g:recv() end, go)
       contains("blocking would stop the running event loop", raised(f.result, f))
+      -- The job ends once the ticker has run a few times, which it can
+      -- only do while this task awaits, if the loop goes on meanwhile.
+      -- (Not after a fixed time: on a loaded machine the loop may tick
+      -- less often than that.)
       local ticks = 0
       local ticker = loom.create_task(function()
         while true do ticks = ticks + 1; loom.sleep(0.001) end
       end)
-      loom.create_task(function() loom.sleep(0.02) go:send("done") end)
+      loom.create_task(function()
+        H.wait_until(function() return ticks > 3 end, 30, "the ticker")
+        go:send("done")
+      end)
       local v = f:await()
       assert.is_true(ticks > 3)
       ticker:cancel()
@@ -277,7 +265,7 @@ describe("ThreadPoolExecutor", function()
     local first = ex:submit(function(g) return g:recv() end, go)
     local rest = {}
     for i = 1, 5 do rest[i] = ex:submit(function(k) return k end, i) end
-    spin_until(function() return first:running() end, "first job")
+    H.wait_until(function() return first:running() end, 30, "first job")
     ex:shutdown(false, { cancel_futures = true })
     for i = 1, 5 do assert.is_true(rest[i]:cancelled()) end
     go:send("ok")

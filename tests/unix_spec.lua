@@ -24,12 +24,17 @@ local function have_socat()
   return os.execute("command -v socat >/dev/null 2>&1") == true
 end
 
--- Leaves a stale socket file at path: socat listens there and is killed.
--- (Without the ASan runtime the module runs preload: socat is not ours.)
+-- Leaves a stale socket file at path: socat listens there, is killed
+-- once the file is there (a fixed time may not even see it started on a
+-- loaded machine) and is waited for: SIGKILL takes effect when the
+-- process next runs, and until it is reaped its socket may still accept
+-- a connection. (H.sh leaves out the ASan runtime the module run
+-- preloads: socat is not ours.)
 local function stale(path)
-  os.execute("env -u LD_PRELOAD timeout -s KILL 0.5 socat -u UNIX-LISTEN:'" .. path
-             .. "' /dev/null >/dev/null 2>&1")
-  assert(os.execute("test -S '" .. path .. "'"), "no stale socket made")
+  H.sh("socat -u UNIX-LISTEN:'" .. path .. "' /dev/null >/dev/null 2>&1 & pid=$!; "
+       .. "i=0; while [ ! -S '" .. path .. "' ] && [ $i -lt 600 ]; do "
+       .. "sleep 0.05; i=$((i + 1)); done; kill -KILL $pid; wait $pid")
+  assert(H.sh("test -S '" .. path .. "'"), "no stale socket made")
 end
 
 local function echo_factory()
@@ -96,14 +101,16 @@ describe("unix sockets", function()
 
   it("fails with ENOENT and ECONNREFUSED", function()
     local loop = rtloop()
+    -- made before the loop runs: stale() blocks
+    local socat = have_socat()
+    if socat then stale(dir .. "/dead.sock") end
     run(loop, function()
       local ok, e = pcall(loop.create_unix_connection, loop, echo_factory,
                           dir .. "/missing.sock")
       assert.is_false(ok)
       assert.is_true(loom.OSError:is(e))
       assert.are.equal("ENOENT", e.code)
-      if have_socat() then  -- a socket file nobody listens on
-        stale(dir .. "/dead.sock")
+      if socat then  -- a socket file nobody listens on
         ok, e = pcall(loom.open_unix_connection, dir .. "/dead.sock")
         assert.is_false(ok)
         assert.are.equal("ECONNREFUSED", e.code)
@@ -114,8 +121,8 @@ describe("unix sockets", function()
   it("replaces a stale socket file, not a regular file", function()
     local loop = rtloop()
     local path = dir .. "/stale.sock"
+    if have_socat() then stale(path) end  -- before the loop runs: it blocks
     run(loop, function()
-      if have_socat() then stale(path) end
       local s2 = loom.start_unix_server(function(r, w)
         w:write(r:readline()); w:close()
       end, path)
@@ -168,21 +175,19 @@ describe("unix sockets", function()
       end, path)
       -- socat runs in the background; its output lands in a file.
       local out = dir .. "/socat.out"
-      assert(os.execute("(printf 'from socat\\n' | env -u LD_PRELOAD timeout 10 socat - "
-                        .. "UNIX-CONNECT:'" .. path .. "' > '" .. out
-                        .. "' 2>/dev/null; echo done >> '"
-                        .. out .. "') &"))
-      local got
-      for _ = 1, 1000 do
-        loom.sleep(0.01)
+      assert(H.sh("(printf 'from socat\\n' | timeout 30 socat - "
+                  .. "UNIX-CONNECT:'" .. path .. "' > '" .. out
+                  .. "' 2>/dev/null; echo done >> '"
+                  .. out .. "') &"))
+      local got = H.wait_until(function()
         local f = io.open(out)
-        got = f and f:read("a")
+        local text = f and f:read("a")
         if f then f:close() end
-        if got and got:find("done\n$") then break end
-      end
+        return text and text:find("done\n$") and text
+      end, 40, "socat to finish")
       assert.are.equal("echo: from socat\ndone\n", got)
       server:close()
       server:wait_closed()
-    end, 15)
+    end, 60)
   end)
 end)
