@@ -22,7 +22,11 @@ enum { TUV_PROTO = 1,  /* the protocol (the factory while connecting) */
        TUV_ERR,        /* the error connection_lost gets, or nil */
        TUV_SINK,       /* the StreamReader it reads into, or nil */
        TUV_DATAFN,     /* the protocol's data_received, once looked up */
-       TUV_COUNT = TUV_DATAFN };
+       TUV_GETBUF,     /* a buffered protocol's get_buffer, or nil */
+       TUV_UPDATED,    /* a buffered protocol's buffer_updated */
+       TUV_BUF,        /* the Buffer read into, from alloc_cb to read_cb;
+                          or the error of a get_buffer that failed */
+       TUV_COUNT = TUV_BUF };
 
 /* User values of a server. */
 enum { SUV_FACTORY = 1, SUV_LOOP, SUV_WAITERS, SUV_CONNS,
@@ -63,6 +67,9 @@ typedef struct loom_conn {
   uint8_t eof_out;          /* write_eof was called */
   uint8_t paused;           /* pause_writing was called, not resumed */
   uint8_t kind;             /* LOOM_SOCK_* */
+  uint8_t buffered;         /* the protocol has get_buffer (TUV_GETBUF) */
+  uint8_t buferr;           /* get_buffer failed: TUV_BUF holds the error */
+  uint8_t inbuf;            /* reading into a Buffer (TUV_BUF) */
   /* loop:sendfile (fs.c): the native send in progress, which owns the
   ** socket meanwhile (writes raise), and a future completed once the
   ** write queue is down to drainlimit bytes or the transport is gone */
