@@ -61,6 +61,31 @@ const char *loom__range (lua_State *L, int iidx, const char *p, size_t len,
   return i > j ? p : p + i - 1;
 }
 
+/*
+** What a buffered protocol's get_buffer returned, at bidx (the Buffer)
+** and bidx + 1 (its position, nil: 1), checked: pushes the room from
+** that position to the end, as light userdata and length; raises as
+** asyncio does for a buffer with no room. [-0, +2, e]
+*/
+void loom__bufroom (lua_State *L, int bidx) {
+  loom_buffer *b = loom__testbuffer(L, bidx);
+  lua_Integer pos = 1;
+  if (b == NULL)
+    luaL_error(L, "get_buffer() returned a %s (a loom.Buffer expected)",
+               luaL_typename(L, bidx));
+  if (!lua_isnil(L, bidx + 1)) {
+    int isint;
+    pos = lua_tointegerx(L, bidx + 1, &isint);
+    if (!isint || pos < 1)
+      luaL_error(L, "get_buffer() returned position %s (an integer >= 1 "
+                 "expected)", luaL_tolstring(L, bidx + 1, NULL));
+  }
+  if ((size_t)pos > b->size)
+    luaL_error(L, "get_buffer() returned an empty buffer");
+  lua_pushlightuserdata(L, b->data + pos - 1);
+  lua_pushinteger(L, (lua_Integer)(b->size - (size_t)(pos - 1)));
+}
+
 /* The bytes of a string or a Buffer at idx; raises for anything else. */
 static const char *bytesof (lua_State *L, int idx, size_t *len) {
   loom_buffer *b;

@@ -422,7 +422,8 @@ int loom__open_tls(lua_State *L);
 
 /* buffer.c: loom.Buffer, a fixed-size byte buffer (bytes in the
 ** userdata); range gives the bytes i..j (arguments at iidx, iidx + 1,
-** string.sub's rules) of p[0..len) */
+** string.sub's rules) of p[0..len); bufroom checks what a buffered
+** protocol's get_buffer returned */
 #define LOOM_BUFFER_MT "loom.Buffer"
 typedef struct loom_buffer {
   size_t size;
@@ -431,6 +432,7 @@ typedef struct loom_buffer {
 loom_buffer *loom__testbuffer(lua_State *L, int idx);
 const char *loom__range(lua_State *L, int iidx, const char *p, size_t len,
                         size_t *n);
+void loom__bufroom(lua_State *L, int bidx);
 int loom__open_buffer(lua_State *L);
 
 /* Private keys in the registry. */

@@ -447,29 +447,14 @@ static void setbuffered (lua_State *L, int tidx) {
 ** position to its end, as light userdata and length. Runs under pcall.
 */
 static int getbuf (lua_State *L) {
-  loom_buffer *b;
-  lua_Integer pos = 1;
   lua_settop(L, 2);
   lua_getiuservalue(L, 1, TUV_GETBUF);  /* 3 */
   lua_getiuservalue(L, 1, TUV_PROTO);
   lua_pushvalue(L, 2);
   lua_call(L, 2, 2);                    /* 3, 4 */
-  if ((b = loom__testbuffer(L, 3)) == NULL)
-    return luaL_error(L, "get_buffer() returned a %s (a loom.Buffer "
-                      "expected)", luaL_typename(L, 3));
-  if (!lua_isnil(L, 4)) {
-    int isint;
-    pos = lua_tointegerx(L, 4, &isint);
-    if (!isint || pos < 1)
-      return luaL_error(L, "get_buffer() returned position %s (an "
-                        "integer >= 1 expected)", luaL_tolstring(L, 4, NULL));
-  }
-  if ((size_t)pos > b->size)
-    return luaL_error(L, "get_buffer() returned an empty buffer");
+  loom__bufroom(L, 3);                  /* 5, 6 */
   lua_pushvalue(L, 3);
   lua_setiuservalue(L, 1, TUV_BUF);
-  lua_pushlightuserdata(L, b->data + pos - 1);
-  lua_pushinteger(L, (lua_Integer)(b->size - (size_t)(pos - 1)));
   return 2;
 }
 

@@ -11,6 +11,30 @@ local rtloop, port_of = H.rtloop, H.port_of
 
 local function run(loop, fn, secs) return H.run_task(loop, fn, secs or 20) end
 
+-- A self-signed certificate for 127.0.0.1, made once for the file with
+-- the openssl tool (which must not inherit a preloaded sanitizer).
+local DIR
+lazy_setup(function()
+  local p = assert(io.popen("unset LD_PRELOAD; mktemp -d"))
+  DIR = p:read("l")
+  p:close()
+  assert(os.execute("unset LD_PRELOAD; cd '" .. DIR .. "' && openssl req "
+    .. "-x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+    .. "-keyout key.pem -out cert.pem -days 30 -subj /CN=localhost "
+    .. "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 >/dev/null 2>&1"),
+    "openssl could not make a certificate")
+end)
+
+lazy_teardown(function()
+  if DIR then os.execute("unset LD_PRELOAD; rm -rf '" .. DIR .. "'") end
+end)
+
+local function tls_pair()
+  return loom.tls.context{ server = true, cert = DIR .. "/cert.pem",
+                           key = DIR .. "/key.pem" },
+         loom.tls.context{ cafile = DIR .. "/cert.pem" }
+end
+
 -- n bytes of a pattern that a shifted or dropped byte would break.
 local function pattern(n)
   local t, k = {}, 0
@@ -467,5 +491,65 @@ describe("buffered protocols", function()
     assert.is_nil(weak.buf)
     assert.is_nil(weak.t)
     assert.is_nil(weak.p)
+  end)
+
+  it("over TLS: a buffered server and a buffered client, every byte checked", function()
+    local loop = rtloop()
+    run(loop, function()
+      local sctx, cctx = tls_pair()
+      local log = { hints = {}, reads = 0 }
+      local server = loop:create_server(buffered_echo(5000, log), "127.0.0.1", 0,
+        { ssl = sctx })
+      local p = buffered_collector(loop, 3000)
+      local t = loop:create_connection(function() return p end, "127.0.0.1",
+        port_of(server), { ssl = cctx })
+      local data = pattern(1024 * 1024)
+      t:write(data)
+      local b = loom.Buffer(3)
+      b:set(1, "END")
+      t:write(b, 2)           -- a Buffer range over TLS too: "ND"
+      local n = 0
+      while n < #data + 2 do  -- (TLS has no half-close)
+        loom.sleep(0.01)
+        n = #table.concat(p.parts)
+      end
+      t:close()
+      p.lost:await()
+      local got = table.concat(p.parts)
+      assert.are.equal(#data + 2, #got)
+      assert.is_true(got == data .. "ND")
+      assert.are.equal(65536, log.hints[1])
+      assert.is_true(log.reads >= #data / 5000)
+      assert.is_true(p.reads >= #data / 3000)
+      server:close()
+      server:wait_closed()
+    end)
+  end)
+
+  it("over TLS: a failing get_buffer is reported and aborts the connection", function()
+    local loop = rtloop()
+    local got = H.capture(loop)
+    run(loop, function()
+      local sctx, cctx = tls_pair()
+      local lost = loop:create_future()
+      local server = loop:create_server(function()
+        return {
+          get_buffer = function() return "nope" end,
+          buffer_updated = function() end,
+          connection_lost = function(_, e) lost:set_result(e) end,
+        }
+      end, "127.0.0.1", 0, { ssl = sctx })
+      local p = collector(loop)
+      local t = loop:create_connection(function() return p end, "127.0.0.1",
+        port_of(server), { ssl = cctx })
+      t:write("trigger")
+      contains("get_buffer() returned a string", tostring(lost:await()))
+      p.lost:await()
+      local r = H.reports(got, "Fatal error: protocol.get_buffer() call failed.")
+      assert.are.equal(1, #r)
+      contains("get_buffer() returned a string", tostring(r[1].exception))
+      server:close()
+      server:wait_closed()
+    end)
   end)
 end)
