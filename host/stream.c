@@ -214,7 +214,18 @@ static void conn_close (lua_State *L, conn *c, int tidx, int erridx) {
     lua_pushvalue(L, erridx);
     lua_setiuservalue(L, tidx, TUV_ERR);
   }
-  uv_close((uv_handle_t *)&c->h, conn_close_cb);
+  if (c->ingetbuf)
+    c->defer |= LOOM_DEFER_CLOSE;  /* by read_cb (see getbuffer) */
+  else
+    uv_close((uv_handle_t *)&c->h, conn_close_cb);
+}
+
+/* uv_read_stop, or deferred to read_cb inside get_buffer. */
+static void stopread (conn *c) {
+  if (c->ingetbuf)
+    c->defer |= LOOM_DEFER_STOP;
+  else
+    uv_read_stop((uv_stream_t *)&c->h);
 }
 
 static void lsn_close_cb (uv_handle_t *h) {
@@ -462,12 +473,15 @@ static int getbuf (lua_State *L) {
 ** alloc_cb of a buffered protocol: the room get_buffer gives. When the
 ** call fails (or Lua cannot be called), libuv gets no room and tells
 ** read_cb UV_ENOBUFS; the error waits in TUV_BUF for read_cb, which
-** reports it and aborts the transport (closing the handle here, in the
-** middle of libuv's read, is what this avoids).
+** reports it and aborts the transport. libuv reads (or calls read_cb)
+** right after alloc_cb returns, with the read callback it holds: so
+** while get_buffer runs, stopping reading and closing (pause_reading,
+** close, abort, a failed write) only set c->defer, and the room is then
+** none; read_cb does them.
 */
 static void getbuffer (conn *c, size_t suggested, uv_buf_t *buf) {
   lua_State *L = usable(c->loop);
-  int top;
+  int top, r;
   buf->base = NULL;
   buf->len = 0;
   if (L == NULL || c->closed || c->ud == NULL || !lua_checkstack(L, 8))
@@ -477,8 +491,11 @@ static void getbuffer (conn *c, size_t suggested, uv_buf_t *buf) {
   lua_pushcfunction(L, getbuf);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
   lua_pushinteger(L, (lua_Integer)suggested);
-  if (lua_pcall(L, 2, 2, top + 1) == LUA_OK) {
-    if (!c->closed) {
+  c->ingetbuf = 1;
+  r = lua_pcall(L, 2, 2, top + 1);
+  c->ingetbuf = 0;
+  if (r == LUA_OK) {
+    if (!c->defer) {
       buf->base = (char *)lua_touserdata(L, -2);
       buf->len = (size_t)lua_tointeger(L, -1);
       c->inbuf = 1;
@@ -581,8 +598,26 @@ static int on_readerr (lua_State *L) {
 static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   conn *c = (conn *)st;
   lua_State *L = usable(c->loop);
-  int top, inbuf = c->inbuf, buferr = c->buferr;
-  c->inbuf = c->buferr = 0;
+  int top, inbuf = c->inbuf, buferr = c->buferr, defer = c->defer;
+  c->inbuf = c->buferr = c->defer = 0;
+  if (defer & LOOM_DEFER_CLOSE) {  /* asked for inside get_buffer */
+    if (buferr && L != NULL && lua_checkstack(L, 10)) {  /* which raised */
+      top = lua_gettop(L);
+      lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);  /* top + 1 */
+      lua_getiuservalue(L, top + 1, TUV_BUF);
+      lua_pushnil(L);
+      lua_setiuservalue(L, top + 1, TUV_BUF);
+      protofail(L, top + 1, top + 2, "get_buffer");  /* reports it */
+      lua_settop(L, top);
+    }
+    uv_close((uv_handle_t *)st, conn_close_cb);
+    return;
+  }
+  if (defer & LOOM_DEFER_STOP) {
+    uv_read_stop(st);
+    if (nread == UV_ENOBUFS && !buferr)
+      return;  /* no room was given: nothing was read */
+  }
   if (nread == 0)
     return;
   if (L == NULL || c->closed || !lua_checkstack(L, 10)) {
@@ -782,8 +817,7 @@ static int transport_write (lua_State *L) {
       writebytes(L, c, p, n, 0);
     return 0;
   }
-  luaL_argexpected(L, lua_type(L, 2) == LUA_TSTRING, 2,
-                   "string or loom.Buffer");
+  luaL_checktype(L, 2, LUA_TSTRING);  /* as before Buffers */
   c = writable(L, u, "write");
   if (c != NULL)
     dowrite(L, c, 2);
@@ -946,7 +980,7 @@ static int transport_close (lua_State *L) {
   if (c == NULL || c->closing || c->closed)
     return 0;
   c->closing = 1;
-  uv_read_stop((uv_stream_t *)&c->h);
+  stopread(c);
   if (c->nwrites == 0)
     conn_close(L, c, 1, 0);
   return 0;
@@ -972,7 +1006,7 @@ static int transport_pause_reading (lua_State *L) {
   conn *c = u->c;
   if (c != NULL && !c->closing && c->reading) {
     c->reading = 0;
-    uv_read_stop((uv_stream_t *)&c->h);
+    stopread(c);
   }
   return 0;
 }
@@ -983,6 +1017,10 @@ static int transport_resume_reading (lua_State *L) {
   int r;
   if (c != NULL && !c->closing && !c->reading) {
     c->reading = 1;
+    if (c->ingetbuf && (c->defer & LOOM_DEFER_STOP)) {
+      c->defer &= ~LOOM_DEFER_STOP;  /* it never stopped */
+      return 0;
+    }
     r = want_read(c);
     if (r < 0) {
       loom__push_oserror(L, r, "resume_reading");

@@ -1634,8 +1634,6 @@ static int t_write (lua_State *L) {
     lua_pushlstring(L, p, len);
     lua_replace(L, 2);
   }
-  luaL_argexpected(L, lua_type(L, 2) == LUA_TSTRING, 2,
-                   "string or loom.Buffer");
   luaL_checklstring(L, 2, &len);
   lua_settop(L, 2);
   if (len == 0 || t->closing || t->state == ST_CLOSED

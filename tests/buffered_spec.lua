@@ -356,6 +356,66 @@ describe("buffered protocols", function()
     end)
   end
 
+  -- get_buffer runs inside libuv's read: what it does to the transport
+  -- (pause, close, abort, then raising) takes effect once the read ends
+  for _, mode in ipairs{"pause", "close", "abort", "close and raise"} do
+    it("get_buffer may " .. mode .. " the transport", function()
+      local loop = rtloop()
+      local got = H.capture(loop)
+      run(loop, function()
+        local lost, updated = loop:create_future(), {}
+        local calls, srvt = 0, nil
+        local server = loop:create_server(function()
+          local buf = loom.Buffer(64)
+          return {
+            connection_made = function(self, t) self.t = t; srvt = t end,
+            get_buffer = function(self)
+              calls = calls + 1
+              if calls == 1 then
+                if mode == "pause" then self.t:pause_reading()
+                elseif mode == "abort" then self.t:abort()
+                else self.t:close() end
+                if mode == "close and raise" then error("raised after close") end
+              end
+              return buf
+            end,
+            buffer_updated = function(self, n)
+              updated[#updated + 1] = buf:tostring(1, n)
+              if mode == "pause" then self.t:close() end
+            end,
+            connection_lost = function(_, e) lost:set_result(e) end,
+          }
+        end, "127.0.0.1", 0)
+        local p = collector(loop)
+        local t = loop:create_connection(function() return p end, "127.0.0.1",
+          port_of(server))
+        t:write("payload")
+        if mode == "pause" then
+          loom.sleep(0.1)
+          assert.are.same({}, updated)   -- paused before the read: no data
+          assert.is_false(lost:done())
+          srvt:resume_reading()          -- the data is still there
+          assert.is_nil(lost:await())
+          assert.are.same({"payload"}, updated)
+        else
+          -- the transport closes once the read ends; nothing was read
+          assert.is_nil(lost:await())    -- close() came first (asyncio too)
+          assert.are.same({}, updated)
+          p.lost:await()
+          local r = H.reports(got, "Fatal error: protocol.get_buffer() call failed.")
+          if mode == "close and raise" then
+            assert.are.equal(1, #r)
+            contains("raised after close", tostring(r[1].exception))
+          else
+            assert.are.equal(0, #got)
+          end
+        end
+        t:close()
+        server:close()
+      end)
+    end)
+  end
+
   it("set_protocol switches a live transport to buffered and back", function()
     local loop = rtloop()
     run(loop, function()
@@ -443,7 +503,7 @@ describe("buffered protocols", function()
         raised(function() t:write(b, 1.5) end))
       contains("bad argument #3 to 'write' (number expected, got table)",
         raised(function() t:write(b, 1, {}) end))
-      contains("bad argument #1 to 'write' (string or loom.Buffer expected, got table)",
+      contains("bad argument #1 to 'write' (string expected, got table)",
         raised(function() t:write({}) end))
       -- a large write: what the socket does not take at once is a copy,
       -- so the Buffer may be reused at once
