@@ -1231,7 +1231,8 @@ static void pump (lua_State *L, tls *t, int tidx) {
     int buffered = t->state == ST_WRAPPED ? appbuffer(L, t, tidx, &dst, &cap)
                                           : 0;
     if (buffered < 0)
-      return;  /* get_buffer failed: the connection is aborted */
+      break;  /* get_buffer failed (the connection is aborted) or closed
+                 the transport */
     while (len < cap) {
       size_t got;
       clear_errors();

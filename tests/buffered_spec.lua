@@ -586,6 +586,34 @@ describe("buffered protocols", function()
     end)
   end)
 
+  it("over TLS: get_buffer may close the transport", function()
+    local loop = rtloop()
+    local got = H.capture(loop)
+    run(loop, function()
+      local sctx, cctx = tls_pair()
+      local lost, updated = loop:create_future(), 0
+      local server = loop:create_server(function()
+        return {
+          connection_made = function(self, t) self.t = t end,
+          get_buffer = function(self) self.t:close(); return loom.Buffer(64) end,
+          buffer_updated = function() updated = updated + 1 end,
+          connection_lost = function(_, e) lost:set_result(e) end,
+        }
+      end, "127.0.0.1", 0, { ssl = sctx })
+      local p = collector(loop)
+      local t = loop:create_connection(function() return p end, "127.0.0.1",
+        port_of(server), { ssl = cctx })
+      t:write("trigger")
+      assert.is_nil(lost:await())
+      p.lost:await()                 -- the client sees the close
+      assert.is_nil(p.err)
+      assert.are.equal(0, updated)
+      assert.are.equal(0, #got)
+      server:close()
+      server:wait_closed()
+    end)
+  end)
+
   it("over TLS: a failing get_buffer is reported and aborts the connection", function()
     local loop = rtloop()
     local got = H.capture(loop)
