@@ -66,6 +66,7 @@ build = {
       ["loom.core"] = {
          sources = {
             "host/alloc.c",
+            "host/buffer.c",
             "host/channel.c",
             "host/copy.c",
             "host/core.c",

@@ -149,6 +149,7 @@ LUAMOD_API int luaopen_loom_core (lua_State *L) {
   loom__open_thread(L);
   loom__open_channel(L);
   loom__open_tls(L);
+  loom__open_buffer(L);
   lua_pushcfunction(L, core_interpose);
   lua_setfield(L, -2, "interpose");
   lua_pushliteral(L, LOOM_VERSION);

@@ -420,6 +420,21 @@ int loom__open_channel(lua_State *L);
 /* tls.c: contexts and the TLS layer over stream transports */
 int loom__open_tls(lua_State *L);
 
+/* buffer.c: loom.Buffer, a fixed-size byte buffer (bytes in the
+** userdata); range gives the bytes i..j (arguments at iidx, iidx + 1,
+** string.sub's rules) of p[0..len); bufroom checks what a buffered
+** protocol's get_buffer returned */
+#define LOOM_BUFFER_MT "loom.Buffer"
+typedef struct loom_buffer {
+  size_t size;
+  char data[];
+} loom_buffer;
+loom_buffer *loom__testbuffer(lua_State *L, int idx);
+const char *loom__range(lua_State *L, int iidx, const char *p, size_t len,
+                        size_t *n);
+void loom__bufroom(lua_State *L, int bidx);
+int loom__open_buffer(lua_State *L);
+
 /* Private keys in the registry. */
 extern const char loom__errors_key;   /* table of error classes */
 extern const char loom__rootctx_key;  /* context outside any task */

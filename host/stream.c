@@ -214,7 +214,18 @@ static void conn_close (lua_State *L, conn *c, int tidx, int erridx) {
     lua_pushvalue(L, erridx);
     lua_setiuservalue(L, tidx, TUV_ERR);
   }
-  uv_close((uv_handle_t *)&c->h, conn_close_cb);
+  if (c->ingetbuf)
+    c->defer |= LOOM_DEFER_CLOSE;  /* by read_cb (see getbuffer) */
+  else
+    uv_close((uv_handle_t *)&c->h, conn_close_cb);
+}
+
+/* uv_read_stop, or deferred to read_cb inside get_buffer. */
+static void stopread (conn *c) {
+  if (c->ingetbuf)
+    c->defer |= LOOM_DEFER_STOP;
+  else
+    uv_read_stop((uv_stream_t *)&c->h);
 }
 
 static void lsn_close_cb (uv_handle_t *h) {
@@ -417,6 +428,122 @@ static void sinkdata (lua_State *L, int tidx, const char *p, size_t n) {
   lua_settop(L, base);
 }
 
+/*
+** Keeps whether the protocol of the transport at tidx is buffered: it
+** has get_buffer, as asyncio tells a BufferedProtocol by its class. Its
+** two methods are looked up here, once per protocol, not per read.
+** [-0, +0, e]
+*/
+static void setbuffered (lua_State *L, int tidx) {
+  tcp_ud *u = (tcp_ud *)lua_touserdata(L, tidx);
+  int buffered;
+  tidx = lua_absindex(L, tidx);
+  lua_getiuservalue(L, tidx, TUV_PROTO);
+  buffered = lua_getfield(L, -1, "get_buffer") != LUA_TNIL;
+  lua_setiuservalue(L, tidx, TUV_GETBUF);
+  if (buffered)
+    lua_getfield(L, -1, "buffer_updated");
+  else
+    lua_pushnil(L);
+  lua_setiuservalue(L, tidx, TUV_UPDATED);
+  lua_pop(L, 1);
+  if (u->c != NULL)
+    u->c->buffered = (uint8_t)buffered;
+}
+
+/*
+** getbuf(transport, sizehint): proto:get_buffer(sizehint), which returns
+** a Buffer and optionally the position to read to (default 1). Anchors
+** the Buffer in the transport (TUV_BUF) and returns the room from that
+** position to its end, as light userdata and length. Runs under pcall.
+*/
+static int getbuf (lua_State *L) {
+  lua_settop(L, 2);
+  lua_getiuservalue(L, 1, TUV_GETBUF);  /* 3 */
+  lua_getiuservalue(L, 1, TUV_PROTO);
+  lua_pushvalue(L, 2);
+  lua_call(L, 2, 2);                    /* 3, 4 */
+  loom__bufroom(L, 3);                  /* 5, 6 */
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, 1, TUV_BUF);
+  return 2;
+}
+
+/*
+** alloc_cb of a buffered protocol: the room get_buffer gives. When the
+** call fails (or Lua cannot be called), libuv gets no room and tells
+** read_cb UV_ENOBUFS; the error waits in TUV_BUF for read_cb, which
+** reports it and aborts the transport. libuv reads (or calls read_cb)
+** right after alloc_cb returns, with the read callback it holds: so
+** while get_buffer runs, stopping reading and closing (pause_reading,
+** close, abort, a failed write) only set c->defer, and the room is then
+** none; read_cb does them.
+*/
+static void getbuffer (conn *c, size_t suggested, uv_buf_t *buf) {
+  lua_State *L = usable(c->loop);
+  int top, r;
+  buf->base = NULL;
+  buf->len = 0;
+  if (L == NULL || c->closed || c->ud == NULL || !lua_checkstack(L, 8))
+    return;
+  top = lua_gettop(L);
+  lua_pushcfunction(L, loom__traceback);
+  lua_pushcfunction(L, getbuf);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+  lua_pushinteger(L, (lua_Integer)suggested);
+  c->ingetbuf = 1;
+  r = lua_pcall(L, 2, 2, top + 1);
+  c->ingetbuf = 0;
+  if (r == LUA_OK) {
+    if (!c->defer) {
+      buf->base = (char *)lua_touserdata(L, -2);
+      buf->len = (size_t)lua_tointeger(L, -1);
+      c->inbuf = 1;
+    }
+  }
+  else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    lua_pushvalue(L, top + 2);
+    lua_setiuservalue(L, -2, TUV_BUF);
+    c->buferr = 1;
+  }
+  lua_settop(L, top);
+}
+
+/* callupdated(transport, n): proto:buffer_updated(n). Under pcall. */
+static int callupdated (lua_State *L) {
+  lua_settop(L, 2);
+  lua_getiuservalue(L, 1, TUV_UPDATED);
+  lua_getiuservalue(L, 1, TUV_PROTO);
+  lua_pushvalue(L, 2);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+/*
+** n bytes were read into the Buffer get_buffer gave (at p): they go to
+** buffer_updated, or to data_received when get_buffer itself switched
+** to a protocol that is not buffered. Then the Buffer is let go.
+** [-0, +0, -]
+*/
+static void bufdata (lua_State *L, conn *c, int tidx, const char *p,
+                     size_t n) {
+  int base = lua_gettop(L);
+  if (!c->buffered)
+    protodata(L, tidx, p, n);
+  else {
+    lua_pushcfunction(L, loom__traceback);
+    lua_pushcfunction(L, callupdated);
+    lua_pushvalue(L, tidx);
+    lua_pushinteger(L, (lua_Integer)n);
+    if (lua_pcall(L, 2, 0, base + 1) != LUA_OK)
+      protofail(L, tidx, base + 2, "buffer_updated");
+    lua_settop(L, base);
+  }
+  lua_pushnil(L);
+  lua_setiuservalue(L, tidx, TUV_BUF);
+}
+
 /* Flow control: pause_writing once the queue passes high, resume_writing
 ** once it is down to low. [-0, +0, -] */
 static void check_pause (lua_State *L, conn *c, int tidx) {
@@ -446,9 +573,14 @@ static void check_resume (lua_State *L, conn *c, int tidx) {
 
 static void alloc_cb (uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   conn *c = (conn *)h;
-  (void)suggested;
-  if (c->sink != NULL && loom__sink_room(c->sink, buf))
+  if (c->sink != NULL) {
+    if (loom__sink_room(c->sink, buf))
+      return;
+  }
+  else if (c->buffered) {
+    getbuffer(c, suggested, buf);
     return;
+  }
   buf->base = readbuf;
   buf->len = sizeof readbuf;
 }
@@ -466,7 +598,26 @@ static int on_readerr (lua_State *L) {
 static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   conn *c = (conn *)st;
   lua_State *L = usable(c->loop);
-  int top;
+  int top, inbuf = c->inbuf, buferr = c->buferr, defer = c->defer;
+  c->inbuf = c->buferr = c->defer = 0;
+  if (defer & LOOM_DEFER_CLOSE) {  /* asked for inside get_buffer */
+    if (buferr && L != NULL && lua_checkstack(L, 10)) {  /* which raised */
+      top = lua_gettop(L);
+      lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);  /* top + 1 */
+      lua_getiuservalue(L, top + 1, TUV_BUF);
+      lua_pushnil(L);
+      lua_setiuservalue(L, top + 1, TUV_BUF);
+      protofail(L, top + 1, top + 2, "get_buffer");  /* reports it */
+      lua_settop(L, top);
+    }
+    uv_close((uv_handle_t *)st, conn_close_cb);
+    return;
+  }
+  if (defer & LOOM_DEFER_STOP) {
+    uv_read_stop(st);
+    if (nread == UV_ENOBUFS && !buferr)
+      return;  /* no room was given: nothing was read */
+  }
   if (nread == 0)
     return;
   if (L == NULL || c->closed || !lua_checkstack(L, 10)) {
@@ -476,7 +627,9 @@ static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   }
   top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);  /* top + 1 */
-  if (nread > 0 && c->sink != NULL)
+  if (nread > 0 && inbuf)
+    bufdata(L, c, top + 1, buf->base, (size_t)nread);
+  else if (nread > 0 && c->sink != NULL)
     sinkdata(L, top + 1, buf->base, (size_t)nread);
   else if (nread > 0)
     protodata(L, top + 1, buf->base, (size_t)nread);
@@ -489,6 +642,12 @@ static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
       if (c->nwrites == 0)
         conn_close(L, c, top + 1, 0);
     }
+  }
+  else if (nread == UV_ENOBUFS && buferr) {  /* get_buffer failed */
+    lua_getiuservalue(L, top + 1, TUV_BUF);  /* top + 2 */
+    lua_pushnil(L);
+    lua_setiuservalue(L, top + 1, TUV_BUF);
+    protofail(L, top + 1, top + 2, "get_buffer");
   }
   else {
     uv_read_stop(st);
@@ -559,14 +718,16 @@ tcp_ud *loom__stream_checkt (lua_State *L) {
 }
 
 /*
-** Writes the string at sidx: uv_try_write first, then the rest queued
-** with uv_write, the string anchored by a registry ref until the write
-** callback (no copy). A failed write aborts the transport with its
-** OSError, as asyncio's fatal error does. [-0, +0, e]
+** Writes the len bytes at s: uv_try_write first, then the rest queued
+** with uv_write, from the string at sidx that holds them, anchored by a
+** registry ref until the write callback (no copy); sidx 0 (bytes of a
+** Buffer, which the caller may change at once): from a copy of the
+** rest. A failed write aborts the transport with its OSError, as
+** asyncio's fatal error does. [-0, +0, e]
 */
-static void dowrite (lua_State *L, conn *c, int sidx) {
-  size_t len, off = 0;
-  const char *s = lua_tolstring(L, sidx, &len);
+static void writebytes (lua_State *L, conn *c, const char *s, size_t len,
+                        int sidx) {
+  size_t off = 0;
   uv_buf_t b;
   wreq *w;
   int r;
@@ -582,6 +743,16 @@ static void dowrite (lua_State *L, conn *c, int sidx) {
     }
     else if (r != UV_EAGAIN)
       goto fail;
+  }
+  if (sidx == 0) {  /* the caller may reuse its bytes: queue a copy */
+    lua_pushlstring(L, s + off, len - off);
+    sidx = lua_gettop(L);
+    s = lua_tostring(L, sidx);
+    len -= off;
+    off = 0;
+    writebytes(L, c, s, len, sidx);  /* nwrites > 0 or EAGAIN: queues */
+    lua_pop(L, 1);
+    return;
   }
   w = (wreq *)malloc(sizeof *w);
   if (w == NULL)
@@ -608,6 +779,17 @@ fail:
   lua_pop(L, 1);
 }
 
+/*
+** Writes the string at sidx: uv_try_write first, then the rest queued
+** with uv_write, the string anchored by a registry ref until the write
+** callback (no copy). [-0, +0, e]
+*/
+static void dowrite (lua_State *L, conn *c, int sidx) {
+  size_t len;
+  const char *s = lua_tolstring(L, sidx, &len);
+  writebytes(L, c, s, len, sidx);
+}
+
 /* Checks that writing is allowed: the conn, or NULL to ignore the write
 ** (transport closing or closed, as asyncio). */
 static conn *writable (lua_State *L, tcp_ud *u, const char *fname) {
@@ -621,11 +803,21 @@ static conn *writable (lua_State *L, tcp_ud *u, const char *fname) {
   return c;
 }
 
-/* transport:write(data) */
+/* transport:write(data) or transport:write(buf [, i [, j]]): a string,
+** or the bytes i..j of a Buffer (string.sub's rules) */
 static int transport_write (lua_State *L) {
   tcp_ud *u = loom__stream_checkt(L);
+  loom_buffer *b = loom__testbuffer(L, 2);
   conn *c;
-  luaL_checktype(L, 2, LUA_TSTRING);
+  if (b != NULL) {
+    size_t n;
+    const char *p = loom__range(L, 3, b->data, b->size, &n);
+    c = writable(L, u, "write");
+    if (c != NULL)
+      writebytes(L, c, p, n, 0);
+    return 0;
+  }
+  luaL_checktype(L, 2, LUA_TSTRING);  /* as before Buffers */
   c = writable(L, u, "write");
   if (c != NULL)
     dowrite(L, c, 2);
@@ -788,7 +980,7 @@ static int transport_close (lua_State *L) {
   if (c == NULL || c->closing || c->closed)
     return 0;
   c->closing = 1;
-  uv_read_stop((uv_stream_t *)&c->h);
+  stopread(c);
   if (c->nwrites == 0)
     conn_close(L, c, 1, 0);
   return 0;
@@ -814,7 +1006,7 @@ static int transport_pause_reading (lua_State *L) {
   conn *c = u->c;
   if (c != NULL && !c->closing && c->reading) {
     c->reading = 0;
-    uv_read_stop((uv_stream_t *)&c->h);
+    stopread(c);
   }
   return 0;
 }
@@ -825,6 +1017,10 @@ static int transport_resume_reading (lua_State *L) {
   int r;
   if (c != NULL && !c->closing && !c->reading) {
     c->reading = 1;
+    if (c->ingetbuf && (c->defer & LOOM_DEFER_STOP)) {
+      c->defer &= ~LOOM_DEFER_STOP;  /* it never stopped */
+      return 0;
+    }
     r = want_read(c);
     if (r < 0) {
       loom__push_oserror(L, r, "resume_reading");
@@ -884,6 +1080,7 @@ static int transport_set_protocol (lua_State *L) {
   lua_setiuservalue(L, 1, TUV_SINK);
   lua_pushnil(L);                       /* its data_received, on next data */
   lua_setiuservalue(L, 1, TUV_DATAFN);
+  setbuffered(L, 1);
   return 0;
 }
 
@@ -1041,6 +1238,7 @@ static int on_connect (lua_State *L) {
     return 0;
   }
   lua_setiuservalue(L, 1, TUV_PROTO);
+  setbuffered(L, 1);
   c->made = 1;
   c->started = 1;
   lua_pushvalue(L, 1);
@@ -1288,6 +1486,7 @@ static int on_accept (lua_State *L) {
     return 0;
   }
   lua_setiuservalue(L, 4, TUV_PROTO);
+  setbuffered(L, 4);
   c->made = 1;
   c->started = 1;
   lua_pushvalue(L, 4);

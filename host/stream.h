@@ -22,12 +22,23 @@ enum { TUV_PROTO = 1,  /* the protocol (the factory while connecting) */
        TUV_ERR,        /* the error connection_lost gets, or nil */
        TUV_SINK,       /* the StreamReader it reads into, or nil */
        TUV_DATAFN,     /* the protocol's data_received, once looked up */
-       TUV_COUNT = TUV_DATAFN };
+       TUV_GETBUF,     /* a buffered protocol's get_buffer, or nil */
+       TUV_UPDATED,    /* a buffered protocol's buffer_updated */
+       TUV_BUF,        /* the Buffer read into, from alloc_cb to read_cb;
+                          or the error of a get_buffer that failed */
+       TUV_COUNT = TUV_BUF };
 
 /* User values of a server. */
 enum { SUV_FACTORY = 1, SUV_LOOP, SUV_WAITERS, SUV_CONNS,
        SUV_FOREVER,    /* serve_forever's future, or nil */
        SUV_COUNT = SUV_FOREVER };
+
+/* What a transport defers while its protocol's get_buffer runs inside
+** libuv's alloc callback, until the read callback: libuv goes on with
+** the read after alloc_cb, so the handle must still be reading then. */
+enum { LOOM_DEFER_STOP = 1,   /* uv_read_stop */
+       LOOM_DEFER_CLOSE = 2   /* uv_close */
+};
 
 /* The kinds of socket a stream handle can be. */
 enum { LOOM_SOCK_TCP, LOOM_SOCK_UNIX };
@@ -63,6 +74,11 @@ typedef struct loom_conn {
   uint8_t eof_out;          /* write_eof was called */
   uint8_t paused;           /* pause_writing was called, not resumed */
   uint8_t kind;             /* LOOM_SOCK_* */
+  uint8_t buffered;         /* the protocol has get_buffer (TUV_GETBUF) */
+  uint8_t buferr;           /* get_buffer failed: TUV_BUF holds the error */
+  uint8_t inbuf;            /* reading into a Buffer (TUV_BUF) */
+  uint8_t ingetbuf;         /* inside get_buffer, called from alloc_cb */
+  uint8_t defer;            /* LOOM_DEFER_*: what get_buffer asked for */
   /* loop:sendfile (fs.c): the native send in progress, which owns the
   ** socket meanwhile (writes raise), and a future completed once the
   ** write queue is down to drainlimit bytes or the transport is gone */

@@ -896,6 +896,7 @@ static void uvmethod (lua_State *L, int tidx, int uv, const char *name,
 }
 
 static void fatal (lua_State *L, struct tls *t, int tidx, int eidx);
+static void appfail (lua_State *L, int tidx, int base, const char *name);
 
 /*
 ** The application's protocol method name(proto, args) with the nargs
@@ -921,6 +922,15 @@ static void appcall (lua_State *L, int tidx, const char *name, int nargs) {
     lua_remove(L, base + 1);
     return;
   }
+  appfail(L, tidx, base, name);
+}
+
+/*
+** The application's protocol method name failed with the error at
+** base + 2: to the exception handler, and the connection aborted. Leaves
+** nil at base + 1. [-?, +0, e]
+*/
+static void appfail (lua_State *L, int tidx, int base, const char *name) {
   lua_pushcfunction(L, loom__protocol_report);   /* base + 3 */
   lua_getiuservalue(L, tidx, TLSUV_LOOP);
   lua_pushvalue(L, base + 2);
@@ -1132,6 +1142,57 @@ static void got_close_notify (lua_State *L, tls *t, int tidx) {
 }
 
 /*
+** appgetbuf(proto, hint): proto:get_buffer(hint), checked; returns the
+** Buffer and its room (light userdata, length). Under pcall.
+*/
+static int appgetbuf (lua_State *L) {
+  lua_settop(L, 2);
+  lua_getfield(L, 1, "get_buffer");
+  lua_insert(L, 1);
+  lua_call(L, 2, 2);
+  loom__bufroom(L, 1);
+  lua_remove(L, 2);
+  return 3;
+}
+
+/*
+** When the application's protocol is buffered (has get_buffer), asks it
+** for the room to read into: pushes the Buffer (which the stack anchors
+** while OpenSSL writes into it), sets *dst and *cap, returns 1. Returns
+** 0 (nothing pushed) for an ordinary protocol; -1 when get_buffer
+** failed, which aborted the connection as a failed protocol call does.
+*/
+static int appbuffer (lua_State *L, tls *t, int tidx, char **dst,
+                      size_t *cap) {
+  int base = lua_gettop(L), buffered;
+  lua_getiuservalue(L, tidx, TLSUV_APP);
+  buffered = lua_istable(L, -1) || lua_isuserdata(L, -1);
+  if (buffered)
+    buffered = lua_getfield(L, -1, "get_buffer") != LUA_TNIL;
+  lua_settop(L, base);
+  if (!buffered)
+    return 0;
+  lua_pushcfunction(L, loom__traceback);   /* base + 1 */
+  lua_pushcfunction(L, appgetbuf);
+  lua_getiuservalue(L, tidx, TLSUV_APP);
+  lua_pushinteger(L, 65536);               /* as a plain transport's */
+  if (lua_pcall(L, 2, 3, base + 1) != LUA_OK) {
+    appfail(L, tidx, base, "get_buffer");
+    lua_settop(L, base);
+    return -1;
+  }
+  if (t->state != ST_WRAPPED) {  /* get_buffer closed it */
+    lua_settop(L, base);
+    return -1;
+  }
+  *dst = (char *)lua_touserdata(L, base + 3);
+  *cap = (size_t)lua_tointeger(L, base + 4);
+  lua_settop(L, base + 2);
+  lua_remove(L, base + 1);                 /* base + 1: the Buffer */
+  return 1;
+}
+
+/*
 ** Reads plain text out of the SSL object and gives it to the
 ** application, while it reads; handles the handshake first. The heart of
 ** the layer: called whenever records came in.
@@ -1164,12 +1225,18 @@ static void pump (lua_State *L, tls *t, int tidx) {
   }
   while ((t->state == ST_WRAPPED || t->state == ST_SHUTDOWN)
          && !t->app_paused) {
-    size_t len = 0;
-    int e = SSL_ERROR_NONE;
-    while (len < sizeof buf) {
+    size_t len = 0, cap = sizeof buf;
+    char *dst = buf;
+    int e = SSL_ERROR_NONE, top = lua_gettop(L);
+    int buffered = t->state == ST_WRAPPED ? appbuffer(L, t, tidx, &dst, &cap)
+                                          : 0;
+    if (buffered < 0)
+      break;  /* get_buffer failed (the connection is aborted) or closed
+                 the transport */
+    while (len < cap) {
       size_t got;
       clear_errors();
-      r = SSL_read_ex(t->ssl, buf + len, sizeof buf - len, &got);
+      r = SSL_read_ex(t->ssl, dst + len, cap - len, &got);
       if (r != 1) {
         e = SSL_get_error(t->ssl, 0);
         break;
@@ -1181,6 +1248,7 @@ static void pump (lua_State *L, tls *t, int tidx) {
       }
     }
     if (t->renego) {
+      lua_settop(L, top);
       flush(L, t, tidx);
       push_plainerror(L, "RENEGOTIATION_REFUSED", "[SSL: "
                       "RENEGOTIATION_REFUSED] read: the peer started a "
@@ -1189,11 +1257,15 @@ static void pump (lua_State *L, tls *t, int tidx) {
       lua_pop(L, 1);
       return;
     }
-    if (len > 0 && t->state == ST_WRAPPED) {
+    if (len > 0 && t->state == ST_WRAPPED && buffered) {
+      lua_pushinteger(L, (lua_Integer)len);
+      appcall(L, tidx, "buffer_updated", 1);
+    }
+    else if (len > 0 && t->state == ST_WRAPPED) {
       lua_pushlstring(L, buf, len);
       appcall(L, tidx, "data_received", 1);
-      lua_pop(L, 1);
     }
+    lua_settop(L, top);  /* the Buffer, if any, is let go */
     if (e == SSL_ERROR_NONE)
       continue;   /* the buffer filled: more may wait */
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
@@ -1555,7 +1627,14 @@ static int proto_tostring (lua_State *L) {
 /* transport:write(data) */
 static int t_write (lua_State *L) {
   tls *t = checkt(L, 1);
+  loom_buffer *b = loom__testbuffer(L, 2);
   size_t len;
+  if (b != NULL) {  /* bytes of a Buffer: a string of them (encrypted
+                       anyway, so never written in place) */
+    const char *p = loom__range(L, 3, b->data, b->size, &len);
+    lua_pushlstring(L, p, len);
+    lua_replace(L, 2);
+  }
   luaL_checklstring(L, 2, &len);
   lua_settop(L, 2);
   if (len == 0 || t->closing || t->state == ST_CLOSED

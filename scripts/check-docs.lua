@@ -187,6 +187,7 @@ do
     objs.SubprocessTransport = p._transport
     objs.File = loom.fs.open(tmp, "w")
     objs.Channel = loom.channel()
+    objs.Buffer = loom.Buffer(1)
     objs.Thread = loom.thread.start(function() end)
     objs.ThreadPoolExecutor = loom.ThreadPoolExecutor(1)
     objs.ConcurrentFuture = objs.ThreadPoolExecutor:submit(function() end)

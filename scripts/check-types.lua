@@ -352,6 +352,7 @@ loom.run(function()
   local udp = loop:create_datagram_endpoint(function() return {} end,
     { local_addr = { host = "127.0.0.1", port = 0 } })
   obj.udp = udp
+  obj.buffer = loom.Buffer(4)
   udp:close()
 
   -- names
@@ -538,6 +539,7 @@ local MAP = {
                                probe = probed["loom.TransportSocket"],
                                extra = getmetatable(obj.socket).methods },
   ["loom.DatagramTransport"] = { object = obj.udp },
+  ["loom.Buffer"] = { object = obj.buffer },
   ["loom.Protocol"] = { calls = { "host/stream.c", "protocall", "protofail" } },
   ["loom.DatagramProtocol"] = { calls = { "host/udp.c", "protocall" } },
   ["loom.SubprocessProtocol"] = { calls = { "host/process.c", "protocall",

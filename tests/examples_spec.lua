@@ -366,6 +366,58 @@ describe("scripts/examples/echo_client.lua against echo_server.lua", function()
   end)
 end)
 
+describe("scripts/examples/echo_server.lua in buffered mode", function()
+  local srv
+  lazy_setup(function() srv = start("echo_server.lua", "127.0.0.1 buffered") end)
+  lazy_teardown(function()
+    local err = stop(srv)
+    assert_quiet("echo_server.lua", err)
+  end)
+
+  it("says its mode and echoes small and large messages, every byte", function()
+    assert.truthy(readfile(srv.err):find("echo_server: buffered API, listening on",
+      1, true), readfile(srv.err))
+    local out, code = run(("timeout -s KILL 60 %s %s %s hello 'two words' "
+      .. "</dev/null 2>&1"):format(shquote(EXE),
+      shquote(EXAMPLES .. "echo_client.lua"), srv.port))
+    assert.are.equal(0, code, out)
+    assert.are.equal("hello\ntwo words\n", out)
+    -- 1 MiB through the buffer (256 KiB): many reads, one connection
+    local prog = tmpname()
+    local f = assert(io.open(prog, "w"))
+    f:write(([[
+      local loop = loom.get_running_loop()
+      local parts, lost = {}, loop:create_future()
+      local t = loop:create_connection(function()
+        return { data_received = function(_, d) parts[#parts + 1] = d end,
+                 connection_lost = function() lost:set_result(true) end }
+      end, "127.0.0.1", %d)
+      local s = {}
+      for i = 1, 1024 * 1024 / 8 do s[i] = ("%%07d\n"):format(i %% 10000000) end
+      local data = table.concat(s)
+      t:write(data)
+      t:write_eof()
+      lost:await()
+      local got = table.concat(parts)
+      print(#got, got == data)
+    ]]):format(srv.port))
+    f:close()
+    local out2, code2 = run(("timeout -s KILL 60 %s %s </dev/null 2>&1")
+      :format(shquote(EXE), shquote(prog)))
+    os.remove(prog)
+    assert.are.equal(0, code2, out2)
+    assert.are.equal("1048576\ttrue\n", out2)
+  end)
+
+  it("refuses an unknown mode", function()
+    local out, code = run(("timeout -s KILL 60 %s %s 0 127.0.0.1 nosuch "
+      .. "</dev/null 2>&1"):format(shquote(EXE),
+      shquote(EXAMPLES .. "echo_server.lua")))
+    assert.are.equal(2, code, out)
+    assert.truthy(out:find("protocol, streams or buffered", 1, true), out)
+  end)
+end)
+
 describe("scripts/examples/multicore_echo.lua", function()
   local srv
   lazy_setup(function() srv = start("multicore_echo.lua", "127.0.0.1 3") end)

@@ -131,12 +131,12 @@ describe("check-types.lua fails", function()
     edit(dir, "loom/subprocess.lua", "---@field cwd? string",
          "---@field cwd? string\n---@field user? string")
     edit(dir, "loom/net.lua", "---@field resume_writing? fun(self: loom.Protocol)",
-         "---@field buffer_updated? fun(self: loom.Protocol)\n---@field resume_writing? fun(self: loom.Protocol)")
+         "---@field bytes_received? fun(self: loom.Protocol)\n---@field resume_writing? fun(self: loom.Protocol)")
     local status, out = check(dir)
     assert.are.equal(1, status, out)
     for _, name in ipairs { "loom.Lock.try_acquire", "loom.TransportSocket.proto",
                             "loom.SubprocessTransportOptions.user",
-                            "loom.Protocol.buffer_updated" } do
+                            "loom.Protocol.bytes_received" } do
       assert.truthy(out:find(name .. ": annotated, but not found at runtime", 1, true),
         out)
     end

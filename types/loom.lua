@@ -285,6 +285,12 @@ function loom.start_unix_server(client_connected_cb, path, opts) end
 ---@return loom.StreamReader
 function loom.StreamReader(opts) end
 
+---A zero-filled byte buffer of `size` bytes (0..2^31-1), for buffered
+---protocols and `transport:write(buf, [i, [j]])`.
+---@param size integer
+---@return loom.Buffer
+function loom.Buffer(size) end
+
 ---A writer made by hand; `protocol` must be a `StreamReaderProtocol`.
 ---@param transport loom.TCPTransport
 ---@param protocol loom.StreamReaderProtocol

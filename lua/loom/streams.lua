@@ -14,6 +14,7 @@ local await = core.await
 local running_loop = core._get_running_loop
 
 local M = {}
+M.Buffer = core.Buffer  -- a byte buffer for buffered protocols (host/buffer.c)
 
 -- The metatable of the C type (nil until loom.core opens it).
 local MT = core._StreamReader and getmetatable(core._StreamReader())

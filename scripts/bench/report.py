@@ -18,7 +18,8 @@ echo (workloads echo-s<SIZE>-c<CONNS>: requests/s of one C epoll client
 against each echo server) has its own table: loom (protocol API) with its
 ratio to libuv-c and uvloop-proto, loom-streams (streams API) with its ratio
 to libuv-c and to the fastest peer streams server (asyncio-streams,
-uvloop-streams, node, luv), and both APIs' targets per cell.
+uvloop-streams, node, luv), loom-buffered (a buffered protocol) with its
+ratio to libuv-c and uvloop-proto, and the targets per cell.
 
 tls (workloads tls-echo-s<SIZE>-c<CONNS>: requests/s of one C client,
 scripts/bench/c/tls_echo_client.c, against the TLS echo servers loom,
@@ -44,7 +45,7 @@ from collections import defaultdict
 
 PEERS = ["asyncio", "uvloop", "luv", "cqueues", "lua-coro", "node", "libuv-c"]
 ALL = ["loom"] + PEERS
-ECHO_SERVERS = ["loom", "loom-streams", "asyncio-proto", "asyncio-streams",
+ECHO_SERVERS = ["loom", "loom-streams", "loom-buffered", "asyncio-proto", "asyncio-streams",
                 "uvloop-proto", "uvloop-streams", "luv", "node", "libuv-c"]
 # What loom-streams must beat: the peers' streams servers, and the callback
 # servers of node and luv (counted as streams-level peers).
@@ -344,21 +345,26 @@ def main():
           "SIZE bytes and wait for the whole echo, for ECHO_SECS. Server pinned on "
           "SERVER_CPU, client on CLIENT_CPU. loom runs scripts/examples/echo_server.lua "
           "with the protocol API, loom-streams the same file in streams mode "
-          "(start_server, read / write / drain). Ratios: loom's req/s / the peer's "
+          "(start_server, read / write / drain), loom-buffered the same file with a "
+          "buffered protocol (get_buffer / buffer_updated, one Buffer per "
+          "connection). Ratios: loom's req/s / the peer's "
           "(above 1 = loom faster); \"best peer streams\" is the fastest of "
           + ", ".join(ECHO_PEER_STREAMS) + " measured. "
           "Targets, at 10 and 100 connections on every size: protocol API (loom) "
           ">= 0.95x libuv-c and ahead of uvloop-proto (> 1x); streams API "
           "(loom-streams) >= 0.85x libuv-c and ahead of every peer streams server "
-          "measured (> 1x best peer streams).\n")
+          "measured (> 1x best peer streams); buffered protocol (loom-buffered) "
+          ">= 0.95x libuv-c and ahead of uvloop-proto.\n")
         hdr = (["size", "conns"] + cols
                + ["loom / libuv-c", "loom / uvloop-proto", "target (protocol)",
                   "loom-streams / libuv-c", "loom-streams / best peer streams",
-                  "target (streams)"])
+                  "target (streams)", "loom-buffered / libuv-c",
+                  "loom-buffered / uvloop-proto"])
         e("| " + " | ".join(hdr) + " |")
         e("|" + "|".join("---" for _ in hdr) + "|")
         emet = emeas = ecells = 0      # protocol API
         smet = smeas = 0               # streams API (same cells)
+        bmet = bmeas = 0               # buffered protocol (same cells)
         for size, conns in sorted(echo):
             d = echo[(size, conns)]
             md = {q: statistics.median(vs) for q, vs in d.items() if vs}
@@ -373,6 +379,9 @@ def main():
             best = max(peers) if peers else None
             s_c = sv / rc if sv and rc else None
             s_b = sv / best[0] if sv and best else None
+            bv = md.get("loom-buffered")
+            b_c = bv / rc if bv and rc else None
+            b_u = bv / ru if bv and ru else None
             if conns in (10, 100):
                 ecells += 1
                 if r_c is None or r_u is None:
@@ -389,17 +398,25 @@ def main():
                     ok = s_c >= 0.85 and s_b > 1
                     smet += ok
                     stgt = "met" if ok else "NOT MET"
+                if b_c is not None and b_u is not None:
+                    bmeas += 1
+                    bmet += b_c >= 0.95 and b_u > 1
             else:
                 tgt = stgt = "(no target)"
             sz = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
             e("| " + " | ".join([sz, str(conns)] + cells
                                 + [rx(r_c) if r_c else "–", rx(r_u) if r_u else "–", tgt,
                                    rx(s_c) if s_c else "–",
-                                   f"{rx(s_b)} {best[1]}" if s_b else "–", stgt]) + " |")
+                                   f"{rx(s_b)} {best[1]}" if s_b else "–", stgt,
+                                   rx(b_c) if b_c else "–",
+                                   rx(b_u) if b_u else "–"]) + " |")
         e(f"\n{emet} of {ecells} echo target cells met (protocol API: loom)"
           + (f" ({ecells - emeas} not measured)" if emeas < ecells else "") + ".\n")
         e(f"{smet} of {ecells} echo target cells met (streams API: loom-streams)"
           + (f" ({ecells - smeas} not measured)" if smeas < ecells else "") + ".\n")
+        e(f"loom-buffered: {bmet} of {ecells} cells >= 0.95x libuv-c and ahead of "
+          "uvloop-proto" + (f" ({ecells - bmeas} not measured)" if bmeas < ecells
+                             else "") + ".\n")
         out.extend(echo_lines)
 
     # ------------------------------------------------ tls

@@ -25,6 +25,7 @@
 # out). Labels in raw.tsv:
 #   loom             scripts/examples/echo_server.lua (protocol API)
 #   loom-streams     the same in streams mode (start_server, read/write/drain)
+#   loom-buffered    the same with a buffered protocol (get_buffer, buffer_updated)
 #   asyncio-proto, asyncio-streams, uvloop-proto, uvloop-streams
 #                    the peers' echo/py_aio.py (protocol or streams API)
 #   luv, node, libuv-c  the peers' callback servers
@@ -374,6 +375,7 @@ echo_servers() {  # label|command with PORT placeholder
   local pd=$PEERS_DIR/echo
   echo "loom|$LOOM $ROOT/scripts/examples/echo_server.lua PORT 127.0.0.1 protocol"
   echo "loom-streams|$LOOM $ROOT/scripts/examples/echo_server.lua PORT 127.0.0.1 streams"
+  echo "loom-buffered|$LOOM $ROOT/scripts/examples/echo_server.lua PORT 127.0.0.1 buffered"
   if [ -n "${OK[asyncio]:-}" ]; then
     echo "asyncio-proto|$PY $pd/py_aio.py PORT asyncio protocol"
     echo "asyncio-streams|$PY $pd/py_aio.py PORT asyncio streams"

@@ -7,17 +7,23 @@
 --             data_received writes the data straight back;
 --   streams   loom.start_server: each connection runs a task that loops
 --             reader:read(1000000), writer:write(data), writer:drain()
---             until EOF, then closes the writer.
--- Either way TCP_NODELAY is on (loom sets it on every TCP transport).
--- Used by scripts/bench/run.sh (workload echo: loom and loom-streams);
+--             until EOF, then closes the writer;
+--   buffered  loop:create_server with a buffered protocol: get_buffer
+--             gives one loom.Buffer per connection, which the transport
+--             reads into; buffer_updated(n) writes its bytes 1..n back
+--             (no string made per read).
+-- In every mode TCP_NODELAY is on (loom sets it on every TCP transport).
+-- Used by scripts/bench/run.sh (workload echo: loom, loom-streams and
+-- loom-buffered);
 -- prints one line on stderr.
 local loom = require "loom"
 
 local port = tonumber(arg and arg[1]) or 25000
 local host = arg and arg[2] or "127.0.0.1"
 local mode = arg and arg[3] or "protocol"
-if mode ~= "protocol" and mode ~= "streams" then
-  io.stderr:write(("echo_server: unknown mode %q (protocol or streams)\n")
+if mode ~= "protocol" and mode ~= "streams" and mode ~= "buffered" then
+  io.stderr:write(("echo_server: unknown mode %q (protocol, streams or "
+    .. "buffered)\n")
     :format(mode))
   os.exit(2)
 end
@@ -31,6 +37,19 @@ if mode == "protocol" then
   -- eof_received returns nothing: the transport closes on the peer's EOF.
 
   local function factory() return setmetatable({}, Echo) end
+  server = loom.get_running_loop():create_server(factory, host, port,
+                                                 {backlog = 1024})
+elseif mode == "buffered" then
+  local Echo = {}
+  Echo.__index = Echo
+  function Echo:connection_made(transport) self.transport = transport end
+  function Echo:get_buffer(sizehint) return self.buf end
+  function Echo:buffer_updated(n) self.transport:write(self.buf, 1, n) end
+
+  -- 256 KiB: a 100 KiB message in one read, as the protocol mode's
+  local function factory()
+    return setmetatable({buf = loom.Buffer(256 * 1024)}, Echo)
+  end
   server = loom.get_running_loop():create_server(factory, host, port,
                                                  {backlog = 1024})
 else

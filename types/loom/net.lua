@@ -95,6 +95,8 @@
 ---@field connection_lost? fun(self: loom.Protocol, err: any) closed: `nil`, or the error
 ---@field pause_writing? fun(self: loom.Protocol) the write buffer went above the high-water mark
 ---@field resume_writing? fun(self: loom.Protocol) it drained to the low-water mark
+---@field get_buffer? fun(self: loom.Protocol, sizehint: integer): loom.Buffer, integer? makes the protocol buffered: the Buffer to read into, and the position to read to (default 1)
+---@field buffer_updated? fun(self: loom.Protocol, nbytes: integer) a buffered protocol's `nbytes` arrived at the position `get_buffer` gave
 
 ---A datagram protocol: the callbacks of a UDP endpoint. Every method is
 ---optional.
@@ -109,9 +111,13 @@
 ---@class loom.TCPTransport
 local Transport = {}
 
----Sends `data`: tries at once, queues the rest. Ignored once closed.
----@param data string
-function Transport:write(data) end
+---Sends `data`, or the bytes `i..j` of a Buffer (string.sub's rules):
+---tries at once, queues the rest (a Buffer's rest as a copy). Ignored
+---once closed.
+---@param data string|loom.Buffer
+---@param i? integer
+---@param j? integer
+function Transport:write(data, i, j) end
 
 ---Writes the strings of `list`, concatenated.
 ---@param list string[]
@@ -278,3 +284,45 @@ function DatagramTransport:get_extra_info(name, default) end
 ---Bytes of datagrams queued, not yet sent.
 ---@return integer
 function DatagramTransport:get_write_buffer_size() end
+
+---A fixed-size mutable byte buffer (`loom.Buffer(size)`), zero-filled;
+---`#buf` is its size. Positions follow string.sub's rules.
+---@class loom.Buffer
+local Buffer = {}
+
+---The bytes `i..j` (default: all) as a string.
+---@param i? integer
+---@param j? integer
+---@return string
+function Buffer:tostring(i, j) end
+
+---The bytes `i..j` (default `i`, `i` default 1) as integers, as
+---string.byte.
+---@param i? integer
+---@param j? integer
+---@return integer ...
+function Buffer:byte(i, j) end
+
+---Copies the bytes `i..j` of `s` (a string or a Buffer) to `pos`;
+---raises rather than go past the end. Returns the position after them.
+---@param pos integer
+---@param s string|loom.Buffer
+---@param i? integer
+---@param j? integer
+---@return integer
+function Buffer:set(pos, s, i, j) end
+
+---The first occurrence of the bytes of `s` (no patterns) from `init`,
+---ending by `last`: its start and end, or nil.
+---@param s string|loom.Buffer
+---@param init? integer
+---@param last? integer
+---@return integer? start
+---@return integer? end
+function Buffer:find(s, init, last) end
+
+---Moves `n` bytes from `from` to `to` (they may overlap).
+---@param to integer
+---@param from integer
+---@param n integer
+function Buffer:move(to, from, n) end

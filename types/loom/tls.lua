@@ -108,8 +108,10 @@ local TLSTransport = {}
 
 ---Encrypts and sends `data`; written at the end of the handshake when
 ---it is not done yet. Ignored once closing.
----@param data string
-function TLSTransport:write(data) end
+---@param data string|loom.Buffer the string, or a Buffer whose bytes `i..j` are sent
+---@param i? integer
+---@param j? integer
+function TLSTransport:write(data, i, j) end
 
 ---Writes the strings of `list`, concatenated.
 ---@param list string[]
