@@ -1069,9 +1069,10 @@ static int streamreader_try_readline (lua_State *L) {
 ** closures bound to its reader (_writer_bind): write goes straight to
 ** the transport, and drain answers from the reader's exception, the
 ** transport's state and the protocol's write flow (paused, lost), which
-** the protocol copies into the reader (_write_flow). Anything else (a
-** bad self, a data that is not a string, a drain that must wait or
-** raise) calls the Lua method. The binding holds the transport the
+** the protocol copies into the reader (_write_flow). A data that is
+** neither a string nor a Buffer raises here, so that the message names
+** the caller's line. Anything else (a bad self, a Buffer, a drain that
+** must wait or raise) calls the Lua method. The binding holds the transport the
 ** writer was made with: writer.transport is read-only, as asyncio's
 ** property is. Upvalues: the writer, its reader, the Lua method.
 */
@@ -1105,6 +1106,8 @@ static int bound_write (lua_State *L) {
     loom__stream_write(L, s->tud);
     return 0;
   }
+  if (isbound(L) && loom__testbuffer(L, 2) == NULL)  /* from here, the */
+    return luaL_typeerror(L, 2, "string");  /* message has the caller's line */
   return bound_lua(L);
 }
 

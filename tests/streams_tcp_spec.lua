@@ -198,6 +198,31 @@ describe("streams over TCP", function()
     end, 60)
   end)
 
+  it("bad arguments to write and create_task point at the caller's line",
+     function()
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(echo_lines, "127.0.0.1", 0)
+      local _, w = loom.open_connection("127.0.0.1", port_of(server))
+      local here = ".-streams_tcp_spec%.lua:%d+: "
+      local ok, e = pcall(function() w:write(1) end)
+      assert.is_false(ok)
+      assert.matches("^" .. here .. "bad argument #1 to 'write' %(string "
+                     .. "expected, got number%)$", e)
+      ok, e = pcall(function() loom.create_task(42) end)
+      assert.is_false(ok)
+      assert.matches("^" .. here .. "bad argument #1 to 'create_task' %("
+                     .. "function expected, got number%)$", e)
+      w:close()
+      w:wait_closed()
+      shut(server)
+    end)
+    local ok, e = pcall(function() loom.create_task(function() end) end)
+    assert.is_false(ok)
+    assert.matches("^.-streams_tcp_spec%.lua:%d+: create_task: no running "
+                   .. "event loop$", e)
+  end)
+
   it("raises OSError ECONNREFUSED", function()
     local loop = rtloop()
     run(loop, function()

@@ -79,8 +79,20 @@ loom.await = core.await
 loom.current_task = core.current_task
 loom.all_tasks = core.all_tasks
 
+local running_loop = core._get_running_loop
+local util = require "loom.util"
+local callable, typename = util.callable, util.typename
+
+-- Checked here, not by the loop's method, so that an error points at the
+-- caller's line.
 function loom.create_task(fn, ...)
-  return core.get_running_loop():create_task(fn, ...)
+  local loop = running_loop()
+  if loop == nil then error("create_task: no running event loop", 2) end
+  if not callable(fn) then
+    error(("bad argument #1 to 'create_task' (function expected, got %s)")
+      :format(typename(fn)), 2)
+  end
+  return loop:create_task(fn, ...)
 end
 
 -- Task(loop, fn, ...): a task of the loop, made without its task factory

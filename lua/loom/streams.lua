@@ -268,8 +268,15 @@ local function checkw(self, fname)
   return self.transport
 end
 
+local BUFFER_MT = getmetatable(core.Buffer(0))
+
 function Writer:write(data)
   if writers[self] == nil then badw(self, "write", 3) end
+  if type(data) ~= "string" and getmetatable(data) ~= BUFFER_MT then
+    -- raised here, so that the message points at the caller's line
+    error(("bad argument #1 to 'write' (string expected, got %s)")
+      :format(typename(data)), 2)
+  end
   self.transport:write(data)
 end
 
