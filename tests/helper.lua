@@ -129,6 +129,33 @@ function H.reports(got, msg)
   return r
 end
 
+-- The whole content of the file at path.
+function H.readfile(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Writes s as the whole content of the file at path.
+function H.writefile(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+-- n bytes of a pattern that does not repeat every power of two (a
+-- different one for each seed, 7 by default).
+function H.pattern(n, seed)
+  local s, x = {}, seed or 7
+  for i = 1, 251 do
+    x = (x * 1103515245 + 12345) % 2147483648
+    s[i] = string.char(x % 256)
+  end
+  local block = table.concat(s)
+  return block:rep(n // #block + 1):sub(1, n)
+end
+
 -- Runs a shell command with the sanitizer runtime (preloaded into the
 -- interpreter under the asan-module run) left out; returns os.execute's
 -- results.

@@ -23,12 +23,7 @@ local function sh(cmd)
   return ok
 end
 
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local readfile = H.readfile
 
 local DIR
 local function path(name) return DIR .. "/" .. name end
@@ -111,16 +106,7 @@ local function shut(server)
   server:wait_closed()
 end
 
--- n bytes of a pattern that does not repeat every power of two.
-local function pattern(n)
-  local s, x = {}, 7
-  for i = 1, 251 do
-    x = (x * 1103515245 + 12345) % 2147483648
-    s[i] = string.char(x % 256)
-  end
-  local block = table.concat(s)
-  return block:rep(n // #block + 1):sub(1, n)
-end
+local pattern = H.pattern
 
 -- A port nothing listens on now (bound, then released).
 local function free_port()

@@ -25,18 +25,9 @@ local function shquote(s)
   return "'" .. s:gsub("'", [['\'']]) .. "'"
 end
 
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local readfile = H.readfile
 
-local function writefile(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local writefile = H.writefile
 
 -- Runs the check on dir; returns its exit status and its output.
 local function check(dir)
