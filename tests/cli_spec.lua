@@ -95,6 +95,34 @@ describe("loom executable", function()
     assert.equal("", r.err)
   end)
 
+  it("runs the generational collector with a major multiplier of 300", function()
+    -- Old garbage (strings that live across several minor collections)
+    -- is freed by a major collection only. With a multiplier of 300 the
+    -- heap reaches about four times what the last full collection left
+    -- before an old object's finalizer runs; Lua's default (100) runs it
+    -- at about twice.
+    local script = tmpfile([[
+      collectgarbage() collectgarbage()
+      local freed = false
+      local s = setmetatable({}, { __gc = function() freed = true end })
+      for _ = 1, 3 do collectgarbage("step") end   -- s grows old
+      s = nil
+      local base, peak, ring = collectgarbage("count"), 0, {}
+      for i = 1, 1000000 do
+        ring[i % 512] = string.rep("x", 1000) .. i
+        peak = math.max(peak, collectgarbage("count"))
+        if freed then break end
+      end
+      print(collectgarbage("generational"), freed, peak / base)
+    ]])
+    local r = loom(argv(script))
+    assert.equal(0, r.status, r.err)
+    local mode, freed, ratio = r.out:match("^(%a+)\t(%a+)\t([%d.]+)\n$")
+    assert.equal("generational", mode)
+    assert.equal("true", freed)
+    assert.is_true(tonumber(ratio) > 3, "heap grew only " .. ratio .. "x")
+  end)
+
   it("rejects an unknown option with usage on stderr", function()
     for _, opt in ipairs({ "-x", "--bogus", "-vx" }) do
       local r = loom(argv(opt, "-e", "print('ran')"))
