@@ -477,7 +477,10 @@ static int getbuf (lua_State *L) {
 ** right after alloc_cb returns, with the read callback it holds: so
 ** while get_buffer runs, stopping reading and closing (pause_reading,
 ** close, abort, a failed write) only set c->defer, and the room is then
-** none; read_cb does them.
+** none; read_cb does them. So does set_protocol: nothing is read into
+** the Buffer of a protocol that is no longer the transport's, and the
+** next read (libuv tries again while bytes wait) is the new protocol's,
+** in the way it takes data.
 */
 static void getbuffer (conn *c, size_t suggested, uv_buf_t *buf) {
   lua_State *L = usable(c->loop);
@@ -500,6 +503,11 @@ static void getbuffer (conn *c, size_t suggested, uv_buf_t *buf) {
       buf->len = (size_t)lua_tointeger(L, -1);
       c->inbuf = 1;
     }
+    else {  /* no room: the Buffer is let go */
+      lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+      lua_pushnil(L);
+      lua_setiuservalue(L, -2, TUV_BUF);
+    }
   }
   else {
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
@@ -521,25 +529,18 @@ static int callupdated (lua_State *L) {
 }
 
 /*
-** n bytes were read into the Buffer get_buffer gave (at p): they go to
-** buffer_updated, or to data_received when get_buffer itself switched
-** to a protocol that is not buffered. Then the Buffer is let go.
-** [-0, +0, -]
+** n bytes were read into the Buffer get_buffer gave: they go to
+** buffer_updated. Then the Buffer is let go. [-0, +0, -]
 */
-static void bufdata (lua_State *L, conn *c, int tidx, const char *p,
-                     size_t n) {
+static void bufdata (lua_State *L, int tidx, size_t n) {
   int base = lua_gettop(L);
-  if (!c->buffered)
-    protodata(L, tidx, p, n);
-  else {
-    lua_pushcfunction(L, loom__traceback);
-    lua_pushcfunction(L, callupdated);
-    lua_pushvalue(L, tidx);
-    lua_pushinteger(L, (lua_Integer)n);
-    if (lua_pcall(L, 2, 0, base + 1) != LUA_OK)
-      protofail(L, tidx, base + 2, "buffer_updated");
-    lua_settop(L, base);
-  }
+  lua_pushcfunction(L, loom__traceback);
+  lua_pushcfunction(L, callupdated);
+  lua_pushvalue(L, tidx);
+  lua_pushinteger(L, (lua_Integer)n);
+  if (lua_pcall(L, 2, 0, base + 1) != LUA_OK)
+    protofail(L, tidx, base + 2, "buffer_updated");
+  lua_settop(L, base);
   lua_pushnil(L);
   lua_setiuservalue(L, tidx, TUV_BUF);
 }
@@ -613,11 +614,10 @@ static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     uv_close((uv_handle_t *)st, conn_close_cb);
     return;
   }
-  if (defer & LOOM_DEFER_STOP) {
+  if (defer & LOOM_DEFER_STOP)
     uv_read_stop(st);
-    if (nread == UV_ENOBUFS && !buferr)
-      return;  /* no room was given: nothing was read */
-  }
+  if (defer && nread == UV_ENOBUFS && !buferr)
+    return;  /* no room was given: nothing was read */
   if (nread == 0)
     return;
   if (L == NULL || c->closed || !lua_checkstack(L, 10)) {
@@ -628,7 +628,7 @@ static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);  /* top + 1 */
   if (nread > 0 && inbuf)
-    bufdata(L, c, top + 1, buf->base, (size_t)nread);
+    bufdata(L, top + 1, (size_t)nread);
   else if (nread > 0 && c->sink != NULL)
     sinkdata(L, top + 1, buf->base, (size_t)nread);
   else if (nread > 0)
@@ -1074,8 +1074,11 @@ static int transport_set_protocol (lua_State *L) {
   loom__checkprotocol(L, 2);
   lua_settop(L, 2);
   lua_setiuservalue(L, 1, TUV_PROTO);
-  if (u->c != NULL)                     /* the new protocol gets the data */
+  if (u->c != NULL) {                   /* the new protocol gets the data */
     u->c->sink = NULL;
+    if (u->c->ingetbuf)
+      u->c->defer |= LOOM_DEFER_SWITCH;   /* see getbuffer */
+  }
   lua_pushnil(L);
   lua_setiuservalue(L, 1, TUV_SINK);
   lua_pushnil(L);                       /* its data_received, on next data */

@@ -37,7 +37,9 @@ enum { SUV_FACTORY = 1, SUV_LOOP, SUV_WAITERS, SUV_CONNS,
 ** libuv's alloc callback, until the read callback: libuv goes on with
 ** the read after alloc_cb, so the handle must still be reading then. */
 enum { LOOM_DEFER_STOP = 1,   /* uv_read_stop */
-       LOOM_DEFER_CLOSE = 2   /* uv_close */
+       LOOM_DEFER_CLOSE = 2,  /* uv_close */
+       LOOM_DEFER_SWITCH = 4  /* set_protocol: the next read is the new
+                                 protocol's, the old one's Buffer unused */
 };
 
 /* The kinds of socket a stream handle can be. */

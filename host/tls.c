@@ -1160,24 +1160,27 @@ static int appgetbuf (lua_State *L) {
 ** for the room to read into: pushes the Buffer (which the stack anchors
 ** while OpenSSL writes into it), sets *dst and *cap, returns 1. Returns
 ** 0 (nothing pushed) for an ordinary protocol; -1 when get_buffer
-** failed, which aborted the connection as a failed protocol call does.
+** failed, which aborted the connection as a failed protocol call does;
+** 2 (nothing pushed, nothing read) when get_buffer set another protocol.
 */
 static int appbuffer (lua_State *L, tls *t, int tidx, char **dst,
                       size_t *cap) {
   int base = lua_gettop(L), buffered;
-  lua_getiuservalue(L, tidx, TLSUV_APP);
+  lua_getiuservalue(L, tidx, TLSUV_APP);   /* base + 1 */
   buffered = lua_istable(L, -1) || lua_isuserdata(L, -1);
   if (buffered)
     buffered = lua_getfield(L, -1, "get_buffer") != LUA_TNIL;
-  lua_settop(L, base);
-  if (!buffered)
+  lua_settop(L, base + 1);
+  if (!buffered) {
+    lua_settop(L, base);
     return 0;
-  lua_pushcfunction(L, loom__traceback);   /* base + 1 */
+  }
+  lua_pushcfunction(L, loom__traceback);   /* base + 2 */
   lua_pushcfunction(L, appgetbuf);
-  lua_getiuservalue(L, tidx, TLSUV_APP);
+  lua_pushvalue(L, base + 1);
   lua_pushinteger(L, 65536);               /* as a plain transport's */
-  if (lua_pcall(L, 2, 3, base + 1) != LUA_OK) {
-    appfail(L, tidx, base, "get_buffer");
+  if (lua_pcall(L, 2, 3, base + 2) != LUA_OK) {
+    appfail(L, tidx, base + 1, "get_buffer");
     lua_settop(L, base);
     return -1;
   }
@@ -1185,11 +1188,42 @@ static int appbuffer (lua_State *L, tls *t, int tidx, char **dst,
     lua_settop(L, base);
     return -1;
   }
-  *dst = (char *)lua_touserdata(L, base + 3);
-  *cap = (size_t)lua_tointeger(L, base + 4);
-  lua_settop(L, base + 2);
+  lua_getiuservalue(L, tidx, TLSUV_APP);
+  if (!lua_rawequal(L, -1, base + 1)) {  /* get_buffer set a new protocol */
+    lua_settop(L, base);
+    return 2;
+  }
+  *dst = (char *)lua_touserdata(L, base + 4);
+  *cap = (size_t)lua_tointeger(L, base + 5);
+  lua_settop(L, base + 3);                 /* base + 3: the Buffer */
+  lua_remove(L, base + 1);
   lua_remove(L, base + 1);                 /* base + 1: the Buffer */
   return 1;
+}
+
+static void pump (lua_State *L, tls *t, int tidx);
+
+/* resumed(transport): reads what the SSL object holds (called soon after
+** resume_reading, as asyncio does). */
+static int resumed (lua_State *L) {
+  tls *t = checkt(L, 1);
+  lua_settop(L, 1);
+  t->pump_queued = 0;
+  if (!t->app_paused && (t->state == ST_WRAPPED || t->state == ST_SHUTDOWN))
+    pump(L, t, 1);
+  return 0;
+}
+
+/* Has the transport at tidx read what the SSL object holds soon, in a
+** callback of its own. [-0, +0, e] */
+static void queue_pump (lua_State *L, tls *t, int tidx) {
+  if (!t->pump_queued && t->state != ST_CLOSED) {
+    t->pump_queued = 1;
+    lua_getiuservalue(L, tidx, TLSUV_LOOP);
+    lua_pushcfunction(L, resumed);
+    lua_pushvalue(L, tidx);
+    method(L, -3, "call_soon", 2, 0);
+  }
 }
 
 /*
@@ -1233,6 +1267,10 @@ static void pump (lua_State *L, tls *t, int tidx) {
     if (buffered < 0)
       break;  /* get_buffer failed (the connection is aborted) or closed
                  the transport */
+    if (buffered == 2) {  /* get_buffer set another protocol: its turn */
+      queue_pump(L, t, tidx);
+      break;
+    }
     while (len < cap) {
       size_t got;
       clear_errors();
@@ -1739,16 +1777,6 @@ static int t_pause_reading (lua_State *L) {
   return 0;
 }
 
-/* resumed(transport): reads what the SSL object holds (called soon after
-** resume_reading, as asyncio does). */
-static int resumed (lua_State *L) {
-  tls *t = checkt(L, 1);
-  lua_settop(L, 1);
-  t->pump_queued = 0;
-  if (!t->app_paused && (t->state == ST_WRAPPED || t->state == ST_SHUTDOWN))
-    pump(L, t, 1);
-  return 0;
-}
 
 static int t_resume_reading (lua_State *L) {
   tls *t = checkt(L, 1);
@@ -1757,13 +1785,7 @@ static int t_resume_reading (lua_State *L) {
     return 0;
   t->app_paused = 0;
   uvmethod(L, 1, TLSUV_RAW, "resume_reading", 0);
-  if (!t->pump_queued && t->state != ST_CLOSED) {
-    t->pump_queued = 1;
-    lua_getiuservalue(L, 1, TLSUV_LOOP);
-    lua_pushcfunction(L, resumed);
-    lua_pushvalue(L, 1);
-    method(L, -3, "call_soon", 2, 0);
-  }
+  queue_pump(L, t, 1);
   return 0;
 }
 

@@ -459,6 +459,63 @@ describe("buffered protocols", function()
     end)
   end)
 
+  -- get_buffer of the first protocol sets another one: nothing goes into
+  -- the first one's Buffer, and every byte reaches the new protocol in
+  -- the way it takes data (data_received, or its own get_buffer).
+  for _, over in ipairs{"TCP", "TLS"} do
+    for _, to in ipairs{"data_received", "buffered"} do
+      it(("get_buffer may set a %s protocol (%s)"):format(to, over), function()
+        local loop = rtloop()
+        local got = H.capture(loop)
+        run(loop, function()
+          local sctx, cctx
+          if over == "TLS" then sctx, cctx = tls_pair() end
+          local old_buf, new_buf = loom.Buffer(100), loom.Buffer(1000)
+          local parts, old_updates, n = {}, 0, 0
+          local done = loop:create_future()
+          local function take(s)
+            parts[#parts + 1] = s
+            n = n + #s
+            if n == 300000 and not done:done() then done:set_result(true) end
+          end
+          local new
+          if to == "data_received" then
+            new = { data_received = function(_, d) take(d) end }
+          else
+            new = {
+              get_buffer = function() return new_buf end,
+              buffer_updated = function(_, k) take(new_buf:tostring(1, k)) end,
+            }
+          end
+          local server = loop:create_server(function()
+            return {
+              connection_made = function(self, t) self.t = t end,
+              get_buffer = function(self)
+                self.t:set_protocol(new)
+                return old_buf
+              end,
+              buffer_updated = function() old_updates = old_updates + 1 end,
+            }
+          end, "127.0.0.1", 0, { ssl = sctx })
+          local p = collector(loop)
+          local t = loop:create_connection(function() return p end,
+            "127.0.0.1", port_of(server), { ssl = cctx })
+          local data = pattern(300000)
+          t:write(data)
+          done:await()
+          assert.is_true(table.concat(parts) == data)
+          assert.are.equal(0, old_updates)
+          assert.is_true(old_buf:tostring() == string.rep("\0", 100))
+          assert.are.equal(0, #got)
+          t:close()
+          p.lost:await()
+          server:close()
+          server:wait_closed()
+        end)
+      end)
+    end
+  end
+
   it("works over a Unix socket", function()
     local loop = rtloop()
     local path = os.tmpname()
