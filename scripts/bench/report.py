@@ -19,7 +19,9 @@ against each echo server) has its own table: loom (protocol API) with its
 ratio to libuv-c and uvloop-proto, loom-streams (streams API) with its ratio
 to libuv-c and to the fastest peer streams server (asyncio-streams,
 uvloop-streams, node, luv), loom-buffered (a buffered protocol) with its
-ratio to libuv-c and uvloop-proto, and the targets per cell.
+ratio to libuv-c and uvloop-proto, and the targets per cell; then the
+servers' CPU per request (workloads echo-cpu-s<SIZE>-c<CONNS>) with
+libuv-c's and uvloop-proto's over loom's.
 
 tls (workloads tls-echo-s<SIZE>-c<CONNS>: requests/s of one C client,
 scripts/bench/c/tls_echo_client.c, against the TLS echo servers loom,
@@ -51,6 +53,7 @@ ECHO_SERVERS = ["loom", "loom-streams", "loom-buffered", "asyncio-proto", "async
 # servers of node and luv (counted as streams-level peers).
 ECHO_PEER_STREAMS = ["asyncio-streams", "uvloop-streams", "node", "luv"]
 ECHO_RE = re.compile(r"^echo-s(\d+)-c(\d+)$")
+ECHO_CPU_RE = re.compile(r"^echo-cpu-s(\d+)-c(\d+)$")
 TLS_SERVERS = ["loom", "asyncio", "uvloop"]
 TLS_RE = re.compile(r"^tls-echo-s(\d+)-c(\d+)$")
 TLS_CPU_RE = re.compile(r"^tls-cpu-s(\d+)-c(\d+)$")
@@ -61,12 +64,13 @@ HTTP_SERVERS = ["loom", "asyncio-proto", "uvloop-proto", "luv", "cqueues", "node
 HTTP_RE = re.compile(r"^http-c(\d+)$")
 
 
-def load_echo(path):
-    """(size, conns) -> server -> [requests/s], across repetitions."""
+def load_echo(path, pattern=ECHO_RE):
+    """(size, conns) -> server -> [requests/s], across repetitions; with
+    ECHO_CPU_RE, [requests per second of server CPU]."""
     res = defaultdict(lambda: defaultdict(list))
     with open(path) as f:
         for r in csv.DictReader(f, delimiter="\t"):
-            m = ECHO_RE.match(r["workload"])
+            m = pattern.match(r["workload"])
             v = num(r.get("ops_per_sec"))
             if m and v is not None:
                 res[(int(m.group(1)), int(m.group(2)))][r["peer"]].append(v)
@@ -417,6 +421,26 @@ def main():
         e(f"loom-buffered: {bmet} of {ecells} cells >= 0.95x libuv-c and ahead of "
           "uvloop-proto" + (f" ({ecells - bmeas} not measured)" if bmeas < ecells
                              else "") + ".\n")
+        ecpu = load_echo(sys.argv[1], ECHO_CPU_RE)
+        if ecpu:
+            e("Server CPU per request (µs; the server's user + system time over the "
+              "client's run, /proc, / requests; median). The last columns are the "
+              "peer's / loom's: how many times more requests loom's server makes per "
+              "unit of CPU (above 1 = loom cheaper), a figure that the client's share "
+              "of the two cores moves less than requests/s.\n")
+            pairs = [("libuv-c", "loom"), ("libuv-c", "loom-streams"),
+                     ("libuv-c", "loom-buffered"), ("uvloop-proto", "loom")]
+            hdr = (["size", "conns"] + cols + [f"{a} / {b}" for a, b in pairs])
+            e("| " + " | ".join(hdr) + " |")
+            e("|" + "|".join("---" for _ in hdr) + "|")
+            for size, conns in sorted(ecpu):
+                per = {q: statistics.median(vs) for q, vs in ecpu[(size, conns)].items() if vs}
+                cells = [f"{1e6 / per[q]:.1f}" if per.get(q) else "–" for q in cols]
+                ratios = [rx(per[b] / per[a]) if per.get(a) and per.get(b) else "–"
+                          for a, b in pairs]
+                sz = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
+                e("| " + " | ".join([sz, str(conns)] + cells + ratios) + " |")
+            e("")
         out.extend(echo_lines)
 
     # ------------------------------------------------ tls

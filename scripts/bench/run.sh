@@ -352,7 +352,11 @@ own() {
 # As the peers' run.sh: each server is started pinned on SERVER_CPU, waited
 # for on its port, measured by the client (pinned on CLIENT_CPU) for every
 # size x connections, then killed. raw.tsv: workload echo-s<SIZE>-c<C>,
-# n = requests, ops_per_sec = requests/s, extra = MiB/s one way.
+# n = requests, ops_per_sec = requests/s, extra = MiB/s one way. And a row
+# echo-cpu-s<SIZE>-c<C>: n = requests, seconds = the server's CPU seconds
+# over the client's run (/proc/<pid>/stat, all its threads), ops_per_sec =
+# requests per second of server CPU: on two cores shared by client and
+# server it moves less with the machine's noise than requests/s.
 NEXT_PORT=${BASE_PORT:-24000}
 free_port() {  # next port with nothing listening on it; sets PORT
   while ss -ltnH "sport = :$NEXT_PORT" | grep -q .; do NEXT_PORT=$((NEXT_PORT + 1)); done
@@ -370,6 +374,9 @@ serve() {
   wait_port "$port"
 }
 stop_server() { kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; }
+# cpu_ticks PID: the process's user + system time, in clock ticks.
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'; }
 
 echo_servers() {  # label|command with PORT placeholder
   local pd=$PEERS_DIR/echo
@@ -404,12 +411,19 @@ echo_suite() {
     for size in $ECHO_SIZES; do for c in $ECHO_CONNS; do
       local ccmd="timeout $((${ECHO_SECS%.*} + 30)) $(pinned "$CLIENT_CPU") build/bench/peers-bin/echo_client $port $c $size $ECHO_SECS $label"
       echo "$ccmd" >>"$LOG"
-      local line w p n s o mib
+      local line w p n s o mib t0 t1 srv
+      t0=$(cpu_ticks "$SERVER_PID")
       line=$($ccmd 2>>"$OUT/stderr.log")
+      t1=$(cpu_ticks "$SERVER_PID")
       if [ -z "$line" ]; then note "rep $rep: echo $label c=$c size=$size FAILED: $ccmd"; continue; fi
       read -r w p n s o mib <<<"$line"
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\n' "$rep" "$w" "$p" "$n" "$s" "$o" "$mib" >>"$RAW"
-      printf '  %-20s %-14s %10s req/s %9s MiB/s\n' "$w" "$p" "$o" "$mib"
+      srv=$(awk -v a="$t0" -v b="$t1" -v k="$CLK_TCK" 'BEGIN { if (a != "" && b > a) printf "%.2f", (b - a) / k }')
+      if [ -n "$srv" ]; then
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\n' "$rep" "echo-cpu-s$size-c$c" "$p" "$n" "$srv" \
+          "$(awk -v n="$n" -v v="$srv" 'BEGIN { printf "%.1f", n / v }')" >>"$RAW"
+      fi
+      printf '  %-20s %-14s %10s req/s %9s MiB/s  server CPU %s s\n' "$w" "$p" "$o" "$mib" "${srv:--}"
     done; done
     stop_server
   done < <(echo_servers)
