@@ -672,11 +672,6 @@ static int collectargs(char **argv, struct options *o) {
 }
 
 /*
-** Global 'arg' as lua.c makes it: the script at 0, its arguments at 1..n,
-** the interpreter and options at negative indices. With no script (0),
-** argv[0] is at 0 and the options at 1..n, as in lua 5.4.
-*/
-/*
 ** Event-loop programs make many short-lived objects (handles, futures,
 ** coroutines, the strings of reads): the generational collector suits
 ** them. With reads of 100 KiB a minor collection comes at almost every
@@ -693,6 +688,11 @@ static void usegen(lua_State *L) {
   lua_gc(L, LUA_GCGEN, GC_MINORMUL, GC_MAJORMUL);
 }
 
+/*
+** Global 'arg' as lua.c makes it: the script at 0, its arguments at 1..n,
+** the interpreter and options at negative indices. With no script (0),
+** argv[0] is at 0 and the options at 1..n, as in lua 5.4.
+*/
 static void createargtable(lua_State *L, char **argv, int argc, int script) {
   int i, narg;
   narg = argc - (script + 1);  /* with no script, the options count */

@@ -1777,7 +1777,6 @@ static int t_pause_reading (lua_State *L) {
   return 0;
 }
 
-
 static int t_resume_reading (lua_State *L) {
   tls *t = checkt(L, 1);
   lua_settop(L, 1);
