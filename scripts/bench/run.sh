@@ -377,6 +377,13 @@ stop_server() { kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; 
 # cpu_ticks PID: the process's user + system time, in clock ticks.
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'; }
+# cpu_row REP WORKLOAD PEER N SECONDS: a raw.tsv row of a server's CPU
+# seconds for N requests, with requests per CPU second (none for 0 s).
+cpu_row() {
+  awk -v v="$5" 'BEGIN { exit !(v > 0) }' || return 0
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\n' "$1" "$2" "$3" "$4" "$5" \
+    "$(awk -v n="$4" -v v="$5" 'BEGIN { printf "%.1f", n / v }')" >>"$RAW"
+}
 
 echo_servers() {  # label|command with PORT placeholder
   local pd=$PEERS_DIR/echo
@@ -419,10 +426,7 @@ echo_suite() {
       read -r w p n s o mib <<<"$line"
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\n' "$rep" "$w" "$p" "$n" "$s" "$o" "$mib" >>"$RAW"
       srv=$(awk -v a="$t0" -v b="$t1" -v k="$CLK_TCK" 'BEGIN { if (a != "" && b > a) printf "%.2f", (b - a) / k }')
-      if [ -n "$srv" ]; then
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\n' "$rep" "echo-cpu-s$size-c$c" "$p" "$n" "$srv" \
-          "$(awk -v n="$n" -v v="$srv" 'BEGIN { printf "%.1f", n / v }')" >>"$RAW"
-      fi
+      [ -n "$srv" ] && cpu_row "$rep" "echo-cpu-s$size-c$c" "$p" "$n" "$srv"
       printf '  %-20s %-14s %10s req/s %9s MiB/s  server CPU %s s\n' "$w" "$p" "$o" "$mib" "${srv:--}"
     done; done
     stop_server
@@ -469,10 +473,7 @@ tls_suite() {
       if [ -z "$line" ]; then note "rep $rep: tls $label c=$c size=$size FAILED: $ccmd"; continue; fi
       read -r w p n s o mib usr sys srv <<<"$line"
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t%s\t%s\t%s\n' "$rep" "$w" "$p" "$n" "$s" "$o" "$mib" "$s" "${usr:--}" "${sys:--}" >>"$RAW"
-      if [ -n "$srv" ] && awk -v v="$srv" 'BEGIN { exit !(v > 0) }'; then
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\n' "$rep" "tls-cpu-s$size-c$c" "$p" "$n" "$srv" \
-          "$(awk -v n="$n" -v v="$srv" 'BEGIN { printf "%.1f", n / v }')" >>"$RAW"
-      fi
+      [ -n "$srv" ] && cpu_row "$rep" "tls-cpu-s$size-c$c" "$p" "$n" "$srv"
       printf '  %-22s %-8s %10s req/s %9s MiB/s  CPU: %s\n' "$w" "$p" "$o" "$mib" \
         "$(awk -v u="${usr:-0}" -v y="${sys:-0}" -v v="${srv:-}" -v t="$s" 'BEGIN {
              if (t > 0) printf "client %.0f%%", (u + y) / t * 100
