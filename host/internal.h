@@ -147,7 +147,9 @@ enum {
   LOOM_LUV_QUEUE1,      /* (entries 1..nready) and the batch being run */
   LOOM_LUV_PINS,        /* table: slot -> object, anchors heap entries */
   LOOM_LUV_TASKS,       /* weak-valued table: slot -> pending task */
-  LOOM_LUV_COUNT = LOOM_LUV_TASKS
+  LOOM_LUV_ANCHORS,     /* table: ref -> what libuv may call back for
+                           (loom__anchor) */
+  LOOM_LUV_COUNT = LOOM_LUV_ANCHORS
 };
 
 typedef struct loom_loop {
@@ -304,6 +306,9 @@ void loom__pushaddr(lua_State *L, const struct sockaddr *sa);
 void loom__push_transport_socket(lua_State *L, int tidx);
 int loom__loop_table(lua_State *L, int loopidx, const void *key, int create);
 void loom__loop_table_drop(lua_State *L, int loopidx, const void *key);
+int loom__anchor(lua_State *L, int loopidx);
+void loom__anchored(lua_State *L, loom_loop *loop, int ref);
+void loom__unanchor(lua_State *L, loom_loop *loop, int ref);
 
 /* trace.c: off when loom__trace is NULL (one test per hook) */
 typedef struct loom_trace loom_trace;

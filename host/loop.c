@@ -1147,7 +1147,7 @@ static void loop_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
     heap_clear(L, loop, loopidx);
   loop->closed = 1;
   loop->nready = loop->ncur = loop->icur = 0;
-  for (i = LOOM_LUV_QUEUE0; i <= LOOM_LUV_TASKS; i++) {
+  for (i = LOOM_LUV_QUEUE0; i <= LOOM_LUV_ANCHORS; i++) {
     lua_pushnil(L);
     lua_setiuservalue(L, loopidx, i);
   }
@@ -1242,6 +1242,7 @@ static int core_new_loop (lua_State *L) {
   newtable(L, LOOM_LUV_QUEUE1, NULL);
   newtable(L, LOOM_LUV_PINS, NULL);
   newtable(L, LOOM_LUV_TASKS, "v");
+  newtable(L, LOOM_LUV_ANCHORS, NULL);
   r = uv_loop_init(&loop->uv);
   if (r < 0)
     return luaL_error(L, "new_event_loop: %s", uv_strerror(r));
@@ -1521,6 +1522,68 @@ void loom__loop_table_drop (lua_State *L, int loopidx, const void *key) {
     lua_rawset(L, -3);
   }
   lua_pop(L, 1);
+}
+
+/*
+** Anchors: what a libuv handle or request may call back for (a
+** transport, a server, a future) is kept in a table of its loop, not in
+** the registry, so that a loop dropped without close() while it still
+** has them is collected with them (its __gc closes the handles). While
+** the loop runs, which is the only time libuv calls back, the table is
+** reached through self_ref.
+*/
+
+/* Anchors the value on top (popped) in the loop at loopidx; returns its
+** ref. [-1, +0, m] */
+int loom__anchor (lua_State *L, int loopidx) {
+  int ref;
+  loopidx = lua_absindex(L, loopidx);
+  lua_getiuservalue(L, loopidx, LOOM_LUV_ANCHORS);
+  if (!lua_istable(L, -1)) {  /* a closed loop: nothing will call back */
+    lua_pop(L, 2);
+    return LUA_NOREF;
+  }
+  lua_insert(L, -2);
+  ref = luaL_ref(L, -2);
+  lua_pop(L, 1);
+  return ref;
+}
+
+/* The anchors table of a running loop, pushed; 0 (nothing pushed) when
+** it does not run or has none. */
+static int anchors (lua_State *L, loom_loop *loop) {
+  if (loop->self_ref == LUA_NOREF || !lua_checkstack(L, 3))
+    return 0;
+  if (lua_rawgeti(L, LUA_REGISTRYINDEX, loop->self_ref) != LUA_TUSERDATA) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  if (lua_getiuservalue(L, -1, LOOM_LUV_ANCHORS) != LUA_TTABLE) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  lua_remove(L, -2);
+  return 1;
+}
+
+/* Pushes what ref anchors in the loop, which runs; nil if nothing.
+** [-0, +1, -] */
+void loom__anchored (lua_State *L, loom_loop *loop, int ref) {
+  if (anchors(L, loop)) {
+    lua_rawgeti(L, -1, ref);
+    lua_remove(L, -2);
+  }
+  else
+    lua_pushnil(L);
+}
+
+/* Releases ref. On a loop that does not run, nothing: what ref anchors
+** is then only let go with the loop. [-0, +0, -] */
+void loom__unanchor (lua_State *L, loom_loop *loop, int ref) {
+  if (ref >= 0 && L != NULL && anchors(L, loop)) {
+    luaL_unref(L, -1, ref);
+    lua_pop(L, 1);
+  }
 }
 
 /*

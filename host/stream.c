@@ -166,13 +166,13 @@ static void drained (lua_State *L, conn *c) {
     int top = lua_gettop(L);
     loom_future *f;
     lua_pushcfunction(L, drain_done);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    loom__anchored(L, c->loop, ref);
     f = (loom_future *)lua_touserdata(L, -1);  /* made by _drained */
     if (f != NULL && f->state == LOOM_PENDING)
       lua_pcall(L, 1, 0, 0);
     lua_settop(L, top);
   }
-  luaL_unref(c->mainL, LUA_REGISTRYINDEX, ref);
+  loom__unanchor(L, c->loop, ref);
 }
 
 static void conn_close_cb (uv_handle_t *h) {
@@ -180,7 +180,7 @@ static void conn_close_cb (uv_handle_t *h) {
   lua_State *L = usable(c->loop);
   if (c->ud != NULL && L != NULL && lua_checkstack(L, 10)) {
     int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);  /* top + 1: transport */
+    loom__anchored(L, c->loop, c->ref);  /* top + 1: transport */
     if (c->made) {
       lua_getiuservalue(L, top + 1, TUV_ERR);
       protocall(L, top + 1, "connection_lost", 1);
@@ -195,9 +195,8 @@ static void conn_close_cb (uv_handle_t *h) {
   drained(L, c);
   if (c->ud != NULL)
     c->ud->c = NULL;
-  if (c->futref != LUA_NOREF)
-    luaL_unref(c->mainL, LUA_REGISTRYINDEX, c->futref);
-  luaL_unref(c->mainL, LUA_REGISTRYINDEX, c->ref);
+  loom__unanchor(L, c->loop, c->futref);
+  loom__unanchor(L, c->loop, c->ref);
   free(c);
 }
 
@@ -232,7 +231,7 @@ static void lsn_close_cb (uv_handle_t *h) {
   lsn *s = (lsn *)h;
   if (s->ud != NULL)
     s->ud->s[s->idx] = NULL;
-  luaL_unref(s->mainL, LUA_REGISTRYINDEX, s->ref);
+  loom__unanchor(usable(s->loop), s->loop, s->ref);
   free(s);
 }
 
@@ -492,7 +491,7 @@ static void getbuffer (conn *c, size_t suggested, uv_buf_t *buf) {
   top = lua_gettop(L);
   lua_pushcfunction(L, loom__traceback);
   lua_pushcfunction(L, getbuf);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+  loom__anchored(L, c->loop, c->ref);
   lua_pushinteger(L, (lua_Integer)suggested);
   c->ingetbuf = 1;
   r = lua_pcall(L, 2, 2, top + 1);
@@ -504,13 +503,13 @@ static void getbuffer (conn *c, size_t suggested, uv_buf_t *buf) {
       c->inbuf = 1;
     }
     else {  /* no room: the Buffer is let go */
-      lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+      loom__anchored(L, c->loop, c->ref);
       lua_pushnil(L);
       lua_setiuservalue(L, -2, TUV_BUF);
     }
   }
   else {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    loom__anchored(L, c->loop, c->ref);
     lua_pushvalue(L, top + 2);
     lua_setiuservalue(L, -2, TUV_BUF);
     c->buferr = 1;
@@ -604,7 +603,7 @@ static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   if (defer & LOOM_DEFER_CLOSE) {  /* asked for inside get_buffer */
     if (buferr && L != NULL && lua_checkstack(L, 10)) {  /* which raised */
       top = lua_gettop(L);
-      lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);  /* top + 1 */
+      loom__anchored(L, c->loop, c->ref);  /* top + 1 */
       lua_getiuservalue(L, top + 1, TUV_BUF);
       lua_pushnil(L);
       lua_setiuservalue(L, top + 1, TUV_BUF);
@@ -626,7 +625,7 @@ static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   top = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);  /* top + 1 */
+  loom__anchored(L, c->loop, c->ref);  /* top + 1 */
   if (nread > 0 && inbuf)
     bufdata(L, top + 1, (size_t)nread);
   else if (nread > 0 && c->sink != NULL)
@@ -688,7 +687,7 @@ static void write_cb (uv_write_t *req, int status) {
     return;
   {
     int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);  /* top + 1 */
+    loom__anchored(L, c->loop, c->ref);  /* top + 1 */
     if (status < 0) {
       lua_pushcfunction(L, on_readerr);  /* same shape: OSError, abort */
       lua_pushvalue(L, top + 1);
@@ -959,7 +958,7 @@ static int transport_drained (lua_State *L) {
   drained(L, c);
   c->drainlimit = (size_t)limit;
   lua_pushvalue(L, 4);
-  c->drainref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->drainref = loom__anchor(L, 3);
   return 1;
 }
 
@@ -1167,9 +1166,11 @@ static conn *newtransport (lua_State *L, loom_loop *loop, int loopidx,
 ** [-0, +1, e]
 */
 conn *loom__stream_newpipe (lua_State *L, loom_loop *loop, int loopidx) {
-  conn *c = newtransport(L, loop, loopidx, LOOM_SOCK_UNIX);
+  conn *c;
+  loopidx = lua_absindex(L, loopidx);
+  c = newtransport(L, loop, loopidx, LOOM_SOCK_UNIX);
   lua_pushvalue(L, -1);
-  c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->ref = loom__anchor(L, loopidx);
   return c;
 }
 
@@ -1217,7 +1218,7 @@ static int on_connect (lua_State *L) {
   conn *c = u->c;
   loom_future *f;
   int r;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->futref);  /* 3: future */
+  loom__anchored(L, c->loop, c->futref);  /* 3: future */
   f = (loom_future *)lua_touserdata(L, 3);  /* made by create_connection */
   if (f == NULL || f->state != LOOM_PENDING) {
     conn_close(L, c, 1, 0);
@@ -1266,16 +1267,14 @@ void loom__stream_connected (lua_State *L, conn *c, int status) {
       && lua_checkstack(L, 10)) {
     int top = lua_gettop(L);
     lua_pushcfunction(L, on_connect);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+    loom__anchored(L, c->loop, c->ref);
     lua_pushinteger(L, status);
     if (lua_pcall(L, 2, 0, 0) != LUA_OK)
       conn_close(L, c, 0, 0);
     lua_settop(L, top);
   }
-  if (c->futref != LUA_NOREF) {
-    luaL_unref(c->mainL, LUA_REGISTRYINDEX, c->futref);
-    c->futref = LUA_NOREF;
-  }
+  loom__unanchor(L, c->loop, c->futref);
+  c->futref = LUA_NOREF;
 }
 
 void loom__stream_connect_cb (uv_connect_t *req, int status) {
@@ -1384,9 +1383,9 @@ conn *loom__stream_begin_connect (lua_State *L, loom_loop *loop,
   lua_setiuservalue(L, 6, TUV_PROTO);
   loom__future_new(L, loop, 1);          /* 7 */
   lua_pushvalue(L, 7);
-  c->futref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->futref = loom__anchor(L, 1);
   lua_pushvalue(L, 6);
-  c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->ref = loom__anchor(L, 1);
   c->creq.data = c;
   return c;
 }
@@ -1398,7 +1397,7 @@ conn *loom__stream_begin_connect (lua_State *L, loom_loop *loop,
 */
 int loom__stream_finish_connect (lua_State *L, conn *c, int r) {
   if (r < 0) {
-    luaL_unref(L, LUA_REGISTRYINDEX, c->futref);
+    loom__unanchor(L, c->loop, c->futref);
     c->futref = LUA_NOREF;
     conn_close(L, c, 0, 0);
     loom__push_oserror(L, r, "connect");
@@ -1463,7 +1462,7 @@ static int on_accept (lua_State *L) {
     uv_tcp_nodelay(&c->h.tcp, 1);  /* as asyncio does for every TCP
                                       transport */
   lua_pushvalue(L, 4);
-  c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->ref = loom__anchor(L, 3);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 4, TUV_SERVER);
   su->nconns++;
@@ -1510,7 +1509,7 @@ static void connection_cb (uv_stream_t *st, int status) {
   {
     int top = lua_gettop(L);
     lua_pushcfunction(L, on_accept);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
+    loom__anchored(L, s->loop, s->ref);
     lua_pushinteger(L, status);
     lua_pushlightuserdata(L, s);
     lua_pcall(L, 3, 0, 0);
@@ -1602,11 +1601,12 @@ int loom__stream_addlistener (lua_State *L, loom_loop *loop, srv_ud *su,
   else
     s->h.tcp.data = (void *)&lsn_tag;
   s->loop = loop;
-  s->mainL = mainthread(L);
   s->ud = su;
   s->idx = su->nlsn;
+  lua_getiuservalue(L, sidx, SUV_LOOP);
   lua_pushvalue(L, sidx);
-  s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  s->ref = loom__anchor(L, -2);
+  lua_pop(L, 1);
   su->s[su->nlsn++] = s;
   r = bind(L, s, addr, flags);
   if (r < 0)

@@ -60,9 +60,10 @@ typedef struct loom_conn {
   loom_sockh h;             /* first: the close callback frees the conn */
   uv_connect_t creq;        /* while connecting */
   loom_loop *loop;
-  lua_State *mainL;         /* for luaL_unref when the loop is not running */
+  lua_State *mainL;         /* for the writes' luaL_unref */
   struct loom_tcp_ud *ud;   /* NULL once the userdata is finalized */
-  int ref;                  /* anchors the userdata while the handle is open */
+  int ref;                  /* anchors the userdata while the handle is open
+                               (loom__anchor, as futref and drainref) */
   int futref;               /* create_connection's future while connecting */
   size_t queued;            /* bytes in pending uv_write requests */
   size_t high, low;         /* write buffer limits */
@@ -101,9 +102,8 @@ struct loom_srv_ud;
 typedef struct loom_lsn {
   loom_sockh h;             /* first */
   loom_loop *loop;
-  lua_State *mainL;
   struct loom_srv_ud *ud;
-  int ref;                  /* anchors the server userdata */
+  int ref;                  /* anchors the server userdata (loom__anchor) */
   int idx;                  /* its slot in ud->s */
 } loom_lsn;
 

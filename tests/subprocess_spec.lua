@@ -762,8 +762,6 @@ describe("subprocess faults", function()
     assert.are.equal(before, nfds())
   end)
 
-  -- (Open pipes, like any open stream transport, keep their loop alive:
-  -- this loop has none.)
   it("a loop collected with a child running kills it too", function()
     local before = nfds()
     local pid
@@ -776,6 +774,28 @@ describe("subprocess faults", function()
     end
     collectgarbage()
     collectgarbage()
+    assert.are.equal(0, core._orphans())
+    assert.is_nil(state(pid))
+    assert.are.equal(before, nfds())
+  end)
+
+  it("a loop dropped without close() with the child's pipes open is collected", function()
+    local before = nfds()
+    local pid
+    local weak = setmetatable({}, { __mode = "k" })
+    do
+      local loop = loom.new_event_loop()
+      weak[loop] = "loop"
+      loop:run_until_complete(function()
+        local p = loom.create_subprocess_exec("sleep", "30",
+          { stdin = loom.PIPE, stdout = loom.PIPE, stderr = loom.PIPE })
+        pid = p.pid
+        weak[p], weak[p.stdin], weak[p.stdout] = "process", "stdin", "stdout"
+      end)
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(next(weak))
     assert.are.equal(0, core._orphans())
     assert.is_nil(state(pid))
     assert.are.equal(before, nfds())
