@@ -17,10 +17,11 @@
 
 /*
 ** A request in flight. It is malloc'd, pinned by libuv from submission
-** until its callback, and holds a registry reference to the future it
-** completes. While the loop is open it is in the loop's list of pending
-** requests (loop->dns_state); loom__dns_shutdown detaches it (loop set
-** to NULL, reference released), and its callback then only frees it.
+** until its callback, and anchors in its loop (loom__anchor) the future
+** it completes. While the loop is open it is in the loop's list of
+** pending requests (loop->dns_state); loom__dns_shutdown detaches it
+** (loop set to NULL, anchor forgotten), and its callback then only frees
+** it.
 */
 typedef struct dns_req {
   union {
@@ -29,7 +30,7 @@ typedef struct dns_req {
   } u;
   loom_loop *loop;          /* NULL once detached by shutdown */
   loom_future *fut;         /* anchored by fut_ref */
-  int fut_ref;              /* registry ref to the future, or LUA_NOREF */
+  int fut_ref;              /* its anchor, or LUA_NOREF */
   uint64_t id;              /* for the cancel callback to find it */
   struct dns_req *prev, *next;
   /* the outcome, read by the protected completion functions */
@@ -423,7 +424,7 @@ static int cancel_cb (lua_State *L) {
 
 /*
 ** Makes a request for the loop at loopidx: a new pending future (pushed)
-** with the cancel callback, a registry ref to it, and the malloc'd
+** with the cancel callback, its anchor in the loop, and the malloc'd
 ** request, not yet submitted nor listed. [-0, +1, m]
 */
 static dns_req *newreq (lua_State *L, loom_loop *loop, int loopidx) {
@@ -443,10 +444,10 @@ static dns_req *newreq (lua_State *L, loom_loop *loop, int loopidx) {
                             -1, LOOM_CBLUA);
   lua_pop(L, 1);
   lua_pushvalue(L, fidx);
-  ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  ref = loom__anchor(L, loopidx);
   r = (dns_req *)calloc(1, sizeof *r);
   if (r == NULL) {
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    loom__unanchor(L, loop, ref);
     luaL_error(L, "not enough memory");
   }
   r->loop = loop;
@@ -468,7 +469,7 @@ static void listreq (loom_loop *loop, dns_req *r) {
 
 /* Submission failed: nothing will call back. Raises the OSError. */
 static int failreq (lua_State *L, dns_req *r, int err, const char *what) {
-  luaL_unref(L, LUA_REGISTRYINDEX, r->fut_ref);
+  loom__unanchor(L, r->loop, r->fut_ref);
   free(r);
   loom__push_oserror(L, err, what);
   return lua_error(L);
@@ -476,8 +477,7 @@ static int failreq (lua_State *L, dns_req *r, int err, const char *what) {
 
 /* Releases a finished request: its reference and its memory. */
 static void freereq (lua_State *L, dns_req *r) {
-  if (r->fut_ref != LUA_NOREF && L != NULL)
-    luaL_unref(L, LUA_REGISTRYINDEX, r->fut_ref);
+  loom__unanchor(L, r->loop, r->fut_ref);
   if (r->res)
     uv_freeaddrinfo(r->res);
   free(r);
@@ -532,7 +532,7 @@ static void pushaddrinfo (lua_State *L, const struct addrinfo *ai) {
 static int complete (lua_State *L) {
   dns_req *r = (dns_req *)lua_touserdata(L, 1);
   int isai = r->u.ai.type == UV_GETADDRINFO;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->fut_ref);  /* 2: future */
+  loom__anchored(L, r->loop, r->fut_ref);  /* 2: future */
   if (r->status < 0) {
     lua_getfield(L, 2, "set_exception");
     lua_pushvalue(L, 2);
@@ -569,7 +569,7 @@ static int complete (lua_State *L) {
 /* Sets the error at the top (raised by complete) as the future's. */
 static int complete_error (lua_State *L) {
   dns_req *r = (dns_req *)lua_touserdata(L, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->fut_ref);
+  loom__anchored(L, r->loop, r->fut_ref);
   lua_getfield(L, -1, "set_exception");
   lua_insert(L, -2);
   lua_pushvalue(L, 2);
@@ -772,12 +772,13 @@ static int core_dns_pending (lua_State *L) {
 
 /*
 ** Called by close() and __gc with the loop already marked closed, before
-** its final uv_run: asks libuv to drop every pending request, releases
-** their references now (while a Lua state is at hand) and detaches them;
-** their callbacks, run by that uv_run, only free them. Futures still
+** its final uv_run: asks libuv to drop every pending request, forgets
+** their anchors (the table went with the loop's user values) and
+** detaches them; their callbacks, run by that uv_run, only free them. Futures still
 ** pending stay pending, as the loop's other pending futures do.
 */
 void loom__dns_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
+  (void)L;
   (void)loopidx;
   dns_state *st = (dns_state *)loop->dns_state;
   dns_req *r, *next;
@@ -786,8 +787,7 @@ void loom__dns_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
   for (r = st->head; r != NULL; r = next) {
     next = r->next;
     uv_cancel((uv_req_t *)&r->u);
-    luaL_unref(L, LUA_REGISTRYINDEX, r->fut_ref);
-    r->fut_ref = LUA_NOREF;
+    r->fut_ref = LUA_NOREF;  /* its table went with the loop's */
     r->fut = NULL;
     r->loop = NULL;
     r->prev = r->next = NULL;

@@ -19,9 +19,10 @@
 
 /*
 ** Memory and lifetime. A request is malloc'd, listed in the loop's list
-** of requests in flight (loop->fs_state), and holds a registry reference
-** to the future it completes, and to the string a write writes, until
-** its callback. A File userdata points to a malloc'd fs_file that the
+** of requests in flight (loop->fs_state), and anchors in its loop the
+** future it completes (loom__anchor, so that a dropped loop is still
+** collected), and in the registry the string a write writes, until its
+** callback. A File userdata points to a malloc'd fs_file that the
 ** request in flight on it also counts (nrefs): a pool thread reads into
 ** the file's buffer, so the buffer lives as long as the request does,
 ** whatever happens to the userdata. A request works on its own copy of
@@ -79,8 +80,9 @@ typedef struct pending {
   struct pending *prev, *next;
   loom_loop *loop;          /* NULL once detached by shutdown */
   loom_future *fut;         /* anchored by fut_ref; NULL once detached */
-  int fut_ref;              /* registry ref to the future, or LUA_NOREF */
-  lua_State *mainL;         /* for releasing references without a task */
+  int fut_ref;              /* the future's anchor (loom__anchor), or
+                               LUA_NOREF */
+  lua_State *mainL;         /* for releasing str_ref without a task */
   uint64_t id;              /* for the cancel callback to find it */
   uint8_t kind;             /* PK_* */
 } pending;
@@ -542,7 +544,7 @@ static int cancel_cb (lua_State *L) {
 /*
 ** Fills in p (on the C stack: nothing is malloc'd yet, so an error leaks
 ** nothing) for the loop at loopidx: a new pending future (pushed) with
-** the cancel callback, and a registry reference to it. [-0, +1, m]
+** the cancel callback, and its anchor in the loop. [-0, +1, m]
 */
 static void newpending (lua_State *L, loom_loop *loop, int loopidx,
                         pending *p, int kind) {
@@ -558,7 +560,7 @@ static void newpending (lua_State *L, loom_loop *loop, int loopidx,
                             -1, LOOM_CBLUA);
   lua_pop(L, 1);
   lua_pushvalue(L, fidx);
-  p->fut_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  p->fut_ref = loom__anchor(L, loopidx);
   p->fut = (loom_future *)lua_touserdata(L, fidx);
   p->loop = loop;
   p->mainL = mainthread(L);
@@ -580,7 +582,7 @@ static fs_req *newreq (lua_State *L, loom_loop *loop, int loopidx, int op,
   newpending(L, loop, loopidx, &p, PK_FS);
   r = (fs_req *)malloc(sizeof(fs_req) + l1 + l2 + 1);
   if (r == NULL) {
-    luaL_unref(L, LUA_REGISTRYINDEX, p.fut_ref);
+    loom__unanchor(L, loop, p.fut_ref);
     luaL_error(L, "not enough memory");
   }
   memset(r, 0, sizeof *r);
@@ -601,8 +603,7 @@ static fs_req *newreq (lua_State *L, loom_loop *loop, int loopidx, int op,
 
 /* Releases a finished request: references, libuv's memory, the file. */
 static void freereq (loom_loop *loop, fs_req *r) {
-  if (r->p.fut_ref != LUA_NOREF)
-    luaL_unref(r->p.mainL, LUA_REGISTRYINDEX, r->p.fut_ref);
+  loom__unanchor(usable(loop), loop, r->p.fut_ref);
   if (r->str_ref != LUA_NOREF)
     luaL_unref(r->p.mainL, LUA_REGISTRYINDEX, r->str_ref);
   uv_fs_req_cleanup(&r->fs);
@@ -722,7 +723,7 @@ static void pushdir (lua_State *L, uv_fs_t *req) {
 static int complete (lua_State *L) {
   fs_req *r = (fs_req *)lua_touserdata(L, 1);
   int n = 0;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->p.fut_ref);  /* 2: future */
+  loom__anchored(L, r->p.loop, r->p.fut_ref);  /* 2: future */
   if (r->status < 0) {
     lua_getfield(L, 2, "set_exception");
     lua_pushvalue(L, 2);
@@ -766,7 +767,7 @@ static int complete (lua_State *L) {
 /* Sets the error at 2 (raised by complete) as the future's. */
 static int complete_error (lua_State *L) {
   fs_req *r = (fs_req *)lua_touserdata(L, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->p.fut_ref);
+  loom__anchored(L, r->p.loop, r->p.fut_ref);
   lua_getfield(L, -1, "set_exception");
   lua_insert(L, -2);
   lua_pushvalue(L, 2);
@@ -1666,14 +1667,14 @@ static void sf_work (uv_work_t *w) {
 static int sf_complete (lua_State *L) {
   sf_req *sf = (sf_req *)lua_touserdata(L, 1);
   if (sf->wait_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, sf->wait_ref);
+    loom__anchored(L, sf->p.loop, sf->wait_ref);
     lua_getfield(L, -1, "set_result");
     lua_insert(L, -2);
     lua_call(L, 1, 0);
   }
   if (sf_cancelled(sf))
     return 0;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, sf->p.fut_ref);  /* 2 */
+  loom__anchored(L, sf->p.loop, sf->p.fut_ref);  /* 2 */
   if (sf->notavail || sf->err < 0 || (sf->left != 0 && !sf->eof)) {
     lua_getfield(L, 2, "set_exception");
     lua_pushvalue(L, 2);
@@ -1716,10 +1717,8 @@ static void sf_final (sf_req *sf) {
     lua_pcall(L, 1, 0, 0);
     lua_settop(L, top);
   }
-  if (sf->p.fut_ref != LUA_NOREF)
-    luaL_unref(sf->p.mainL, LUA_REGISTRYINDEX, sf->p.fut_ref);
-  if (sf->wait_ref != LUA_NOREF)
-    luaL_unref(sf->p.mainL, LUA_REGISTRYINDEX, sf->wait_ref);
+  loom__unanchor(L, loop, sf->p.fut_ref);
+  loom__unanchor(L, loop, sf->wait_ref);
   if (sf->file != NULL)
     file_unref(loop, sf->file);
   free(sf);
@@ -1899,7 +1898,7 @@ static int fs_sendfile (lua_State *L) {
     if (outfd >= 0)
       close(outfd);
     free(sf);
-    luaL_unref(L, LUA_REGISTRYINDEX, p.fut_ref);
+    loom__unanchor(L, loop, p.fut_ref);
     return fserror(L, r, "sendfile", NULL);
   }
   sf->p = p;
@@ -1946,9 +1945,9 @@ static int fs_sendfile_wait (lua_State *L) {
     return 0;
   if (sf->wait_ref == LUA_NOREF) {
     loom__future_new(L, loop, loopidx);
-    sf->wait_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sf->wait_ref = loom__anchor(L, loopidx);
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, sf->wait_ref);
+  loom__anchored(L, loop, sf->wait_ref);
   return 1;
 }
 
@@ -1963,9 +1962,10 @@ static int fs_sendfile_wait (lua_State *L) {
 
 /*
 ** Called by close() and __gc of the loop, marked closed, before its last
-** uv_run: asks libuv to drop every request not started, releases the
-** futures' references now (while a Lua state is at hand) and detaches
-** the requests; their callbacks, run by that uv_run, only free them.
+** uv_run: asks libuv to drop every request not started, forgets the
+** futures' anchors (their table went with the loop's user values) and
+** detaches the requests; their callbacks, run by that uv_run, only free
+** them.
 ** Sendfiles give their transports back and close their poll handles now,
 ** before the loop closes every handle left. Must run before
 ** loom__stream_shutdown, whose close callbacks would otherwise reach
@@ -1974,6 +1974,7 @@ static int fs_sendfile_wait (lua_State *L) {
 void loom__fs_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
   fs_state *st = (fs_state *)loop->fs_state;
   pending *p, *next;
+  (void)L;
   (void)loopidx;
   if (st == NULL)
     return;
@@ -1981,12 +1982,9 @@ void loom__fs_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
     next = p->next;
     if (p->kind == PK_FS)
       uv_cancel((uv_req_t *)&((fs_req *)p)->fs);
-    luaL_unref(L, LUA_REGISTRYINDEX, p->fut_ref);
-    p->fut_ref = LUA_NOREF;
-    if (p->kind == PK_SENDFILE) {
-      luaL_unref(L, LUA_REGISTRYINDEX, ((sf_req *)p)->wait_ref);
+    p->fut_ref = LUA_NOREF;  /* its table went with the loop's */
+    if (p->kind == PK_SENDFILE)
       ((sf_req *)p)->wait_ref = LUA_NOREF;
-    }
     p->fut = NULL;
     p->loop = NULL;
     p->prev = p->next = NULL;

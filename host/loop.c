@@ -1580,7 +1580,7 @@ void loom__anchored (lua_State *L, loom_loop *loop, int ref) {
 /* Releases ref. On a loop that does not run, nothing: what ref anchors
 ** is then only let go with the loop. [-0, +0, -] */
 void loom__unanchor (lua_State *L, loom_loop *loop, int ref) {
-  if (ref >= 0 && L != NULL && anchors(L, loop)) {
+  if (ref >= 0 && L != NULL && loop != NULL && anchors(L, loop)) {
     luaL_unref(L, -1, ref);
     lua_pop(L, 1);
   }

@@ -302,6 +302,24 @@ describe("dns cancellation and shutdown", function()
     loop:close()
   end)
 
+  it("a loop dropped without close() while a task awaits a request is collected", function()
+    local weak = setmetatable({}, { __mode = "k" })
+    do
+      local loop = loom.new_event_loop()
+      weak[loop] = "loop"
+      loop:run_until_complete(function()
+        weak[loom.create_task(function()
+          return loom.getaddrinfo("localhost", 80)
+        end)] = "task"
+        loom.sleep(0)   -- the task has submitted its request
+      end)
+    end
+    H.capture_stderr(function()
+      collectgarbage(); collectgarbage(); collectgarbage()
+    end)
+    assert.is_nil(next(weak))
+  end)
+
   it("a loop with a request pending is collected", function()
     local loop = loom.new_event_loop()
     core._getaddrinfo(loop, "127.0.0.1", 80)
