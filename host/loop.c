@@ -1284,7 +1284,7 @@ static int core_get_running_loop_or_nil (lua_State *L) {
 /* _counts(loop): numbers the specs use to find leaks. */
 static int loop_counts (lua_State *L) {
   loom_loop *loop = loom__checkloop(L, 1);
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 7);
   lua_pushinteger(L, loop->nready);
   lua_setfield(L, -2, "ready");
   lua_pushinteger(L, loop->nheap);
@@ -1295,6 +1295,19 @@ static int loop_counts (lua_State *L) {
   lua_setfield(L, -2, "tasks");
   lua_pushinteger(L, loop->ncancelled);
   lua_setfield(L, -2, "cancelled_timers");
+  {  /* what loom__anchor keeps (luaL_ref's free list holds integers) */
+    lua_Integer n = 0;
+    if (lua_getiuservalue(L, 1, LOOM_LUV_ANCHORS) == LUA_TTABLE) {
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        n += !lua_isinteger(L, -1);
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+    lua_pushinteger(L, n);
+    lua_setfield(L, -2, "anchors");
+  }
   return 1;
 }
 

@@ -1,0 +1,199 @@
+-- lifetime_spec.lua: transports, servers, streams and tasks written to,
+-- closed, aborted, paused, cancelled and forgotten in random orders (one
+-- seed per spec), then the loop closed, dropped or wound down. Nothing
+-- may crash, no action may fail with anything but loom's own errors, and
+-- no descriptor, anchor or registry reference may be left behind.
+local H = require "helper"
+local loom = require "loom"
+H.setup()
+
+local nfds = require("loom.core")._nfds
+
+local function echo_proto()
+  return {
+    connection_made = function(self, t) self.t = t end,
+    data_received = function(self, d) self.t:write(d) end,
+  }
+end
+
+local function sink_proto()
+  return {
+    connection_made = function(self, t) self.t = t end,
+    data_received = function() end,
+  }
+end
+
+local function stream_echo(r, w)
+  while true do
+    local d = r:read(65536)
+    if d == "" then break end
+    w:write(d)
+    w:drain()
+  end
+  w:close()
+end
+
+-- Errors an action may meet on objects in any state: loom's own, never
+-- a Lua error of loom's code (indexing nil, calling nil, ...).
+local function allowed(err)
+  local s = tostring(err)
+  if type(err) == "table" and err.message then s = tostring(err.message) end
+  return not s:find("attempt to", 1, true)
+end
+
+local warmed = false
+
+local function scenario(seed, finish)
+  if not warmed then  -- libuv's one-time descriptors open here, unmeasured
+    warmed = true
+    pcall(scenario, seed, "close")
+  end
+  local rng = seed
+  local function rnd(n)  -- an LCG of our own: math.random is left alone
+    rng = (rng * 1103515245 + 12345) % 2147483648
+    return rng % n + 1
+  end
+  local bad = {}
+  local function try(fn, ...)
+    local ok, err = pcall(fn, ...)
+    if not ok and not allowed(err) then bad[#bad + 1] = tostring(err) end
+  end
+
+  collectgarbage(); collectgarbage()
+  local before = nfds()
+  local weak = setmetatable({}, { __mode = "k" })
+  local loop = loom.new_event_loop()
+  weak[loop] = true
+  loop:set_exception_handler(function(_, ctx)  -- resets, cancels: expected
+    local err = ctx.exception
+    if err ~= nil and not allowed(err) then bad[#bad + 1] = tostring(err) end
+  end)
+  local ends, tasks, servers = {}, {}, {}
+  local all = setmetatable({}, { __mode = "v" })  -- every transport
+
+  local function pick(list)
+    if #list > 0 then return list[rnd(#list)], rnd(#list) end
+  end
+
+  local actions = {
+    function()  -- write some bytes
+      local e = pick(ends)
+      if not e then return end
+      local data = ("x"):rep(rnd(4) == 1 and 200000 or rnd(3000))
+      if e.t then e.t:write(data) else e.w:write(data) end
+    end,
+    function()  -- close
+      local e = pick(ends)
+      if e then if e.t then e.t:close() else e.w:close() end end
+    end,
+    function()  -- abort
+      local e = pick(ends)
+      if e then (e.t or e.w.transport):abort() end
+    end,
+    function()  -- pause or resume reading
+      local e = pick(ends)
+      if not e then return end
+      local t = e.t or e.w.transport
+      if rnd(2) == 1 then t:pause_reading() else t:resume_reading() end
+    end,
+    function()  -- half-close
+      local e = pick(ends)
+      if e then if e.t then e.t:write_eof() else e.w:write_eof() end end
+    end,
+    function()  -- a task reading a stream
+      local e = pick(ends)
+      if e and e.r then
+        tasks[#tasks + 1] = loom.create_task(function()
+          return e.r:read(rnd(100000))
+        end)
+      end
+    end,
+    function()  -- a task draining a writer, for a while at most
+      local e = pick(ends)
+      if e and e.w then
+        tasks[#tasks + 1] = loom.create_task(function()
+          return loom.wait_for(function() return e.w:drain() end, 0.01)
+        end)
+      end
+    end,
+    function()  -- cancel a task
+      local t = pick(tasks)
+      if t then t:cancel() end
+    end,
+    function()  -- forget an end (its transport stays the loop's), collect
+      if #ends > 0 then table.remove(ends, rnd(#ends)) end
+      collectgarbage()
+    end,
+    function()  -- a server closes, or drops its clients
+      local s = pick(servers)
+      if not s then return end
+      local k = rnd(3)
+      if k == 1 then s:close() elseif k == 2 then s:close_clients()
+      else s:abort_clients() end
+    end,
+    function()  -- a new connection, by protocol or streams
+      local s = pick(servers)
+      if not s or not s:is_serving() then return end
+      local port = H.port_of(s)
+      if rnd(2) == 1 then
+        local t = loop:create_connection(sink_proto, "127.0.0.1", port)
+        ends[#ends + 1] = { t = t }
+        weak[t], all[#all + 1] = true, t
+      else
+        local r, w = loom.open_connection("127.0.0.1", port)
+        ends[#ends + 1] = { r = r, w = w }
+        weak[r], weak[w], all[#all + 1] = true, true, w.transport
+      end
+    end,
+    function() loom.sleep(rnd(3) == 1 and 0.002 or 0) end,
+  }
+
+  loop:run_until_complete(function()
+    return loom.wait_for(loom.create_task(function()
+      servers[1] = loop:create_server(echo_proto, "127.0.0.1", 0)
+      servers[2] = loom.start_server(stream_echo, "127.0.0.1", 0)
+      for _, s in ipairs(servers) do weak[s] = true end
+      for _ = 1, 6 do try(actions[11]) end
+      for _ = 1, 60 do try(actions[rnd(#actions)]) end
+    end), 20)
+  end)
+  -- with the loop stopped: whatever still works must not break
+  for _ = 1, 10 do
+    local k = rnd(5)
+    if k <= 5 then try(actions[k]) end
+  end
+
+  if finish == "wind down" then
+    -- everything closed, the loop run until it settles: nothing anchored
+    loop:run_until_complete(function()
+      for _, t in pairs(all) do t:abort() end
+      for _, s in ipairs(servers) do s:close(); s:abort_clients() end
+      for _, t in ipairs(tasks) do t:cancel() end
+      for _ = 1, 100 do
+        if loop:_counts().anchors == 0 and #loop:_handles() == 0 then break end
+        loom.sleep(0.005)
+      end
+    end)
+    assert.are.equal(0, loop:_counts().anchors)
+    loop:close()
+  elseif finish == "close" then
+    loop:close()
+  end
+  ends, tasks, servers, all, loop = nil, nil, nil, nil, nil
+  H.capture_stderr(function()  -- tasks collected pending say so
+    collectgarbage(); collectgarbage(); collectgarbage()
+  end)
+  assert.are.same({}, bad)
+  assert.is_nil(next(weak), "something of the loop is still alive")
+  assert.are.equal(before, nfds())
+end
+
+describe("lifetime", function()
+  for seed = 1, 12 do
+    for _, finish in ipairs{ "wind down", "close", "drop" } do
+      it(("seed %d, then %s"):format(seed, finish), function()
+        scenario(seed, finish)
+      end)
+    end
+  end
+end)
