@@ -1,5 +1,5 @@
--- lifetime_spec.lua: transports, servers, streams and tasks, plain and
--- over TLS, written to, closed, aborted, paused, cancelled and forgotten
+-- lifetime_spec.lua: transports, servers, streams and tasks (TCP, Unix,
+-- TLS) and datagram endpoints, written to, closed, aborted, paused, cancelled and forgotten
 -- in random orders (one seed per spec), then the loop closed, dropped or
 -- wound down. Nothing may crash, no action may fail with anything but
 -- loom's own errors, and no descriptor, anchor or registry reference may
@@ -85,7 +85,9 @@ local function scenario(seed, finish)
     local err = ctx.exception
     if err ~= nil and not allowed(err) then bad[#bad + 1] = tostring(err) end
   end)
-  local ends, tasks, servers, tls = {}, {}, {}, {}
+  local ends, tasks, servers, tls, udp = {}, {}, {}, {}, {}
+  local unixpath = os.tmpname()
+  os.remove(unixpath)
   local all = setmetatable({}, { __mode = "v" })  -- every transport
 
   local function pick(list)
@@ -151,19 +153,36 @@ local function scenario(seed, finish)
     function()  -- a new connection, by protocol or streams
       local s = pick(servers)
       if not s or not s:is_serving() then return end
-      local port = H.port_of(s)
       local opts = tls[s] and { ssl = cctx, ssl_handshake_timeout = 5 } or nil
+      local where = s:sockets()[1]
       if rnd(2) == 1 then
-        local t = loop:create_connection(sink_proto, "127.0.0.1", port, opts)
+        local t
+        if type(where) == "string" then
+          t = loop:create_unix_connection(sink_proto, where)
+        else
+          t = loop:create_connection(sink_proto, "127.0.0.1", where.port, opts)
+        end
         ends[#ends + 1] = { t = t }
         weak[t], all[#all + 1] = true, t
       else
-        local r, w = loom.open_connection("127.0.0.1", port, opts)
+        local r, w
+        if type(where) == "string" then
+          r, w = loom.open_unix_connection(where)
+        else
+          r, w = loom.open_connection("127.0.0.1", where.port, opts)
+        end
         ends[#ends + 1] = { r = r, w = w }
         weak[r], weak[w], all[#all + 1] = true, true, w.transport
       end
     end,
     function() loom.sleep(rnd(3) == 1 and 0.002 or 0) end,
+    function()  -- a datagram: sent, or its endpoint closed or aborted
+      local u = pick(udp)
+      if not u then return end
+      local k = rnd(6)
+      if k == 1 then u:close() elseif k == 2 then u:abort()
+      else u:sendto(("d"):rep(rnd(1400)), udp.addr) end
+    end,
   }
 
   loop:run_until_complete(function()
@@ -175,6 +194,20 @@ local function scenario(seed, finish)
       servers[4] = loom.start_server(stream_echo, "127.0.0.1", 0,
                                      { ssl = sctx })
       tls[servers[3]], tls[servers[4]] = true, true
+      servers[5] = loop:create_unix_server(echo_proto, unixpath)
+      local echo = loop:create_datagram_endpoint(function()
+        return {
+          connection_made = function(self, t) self.t = t end,
+          datagram_received = function(self, d, a) self.t:sendto(d, a) end,
+        }
+      end, { local_addr = { host = "127.0.0.1", port = 0 } })
+      udp.addr = echo:get_extra_info("sockname")
+      udp[1] = echo
+      for i = 2, 3 do
+        udp[i] = loop:create_datagram_endpoint(function() return {} end,
+          { local_addr = { host = "127.0.0.1", port = 0 } })
+      end
+      for _, u in ipairs(udp) do weak[u], all[#all + 1] = true, u end
       for _, s in ipairs(servers) do weak[s] = true end
       for _ = 1, 8 do try(actions[11]) end
       for _ = 1, 120 do try(actions[rnd(#actions)]) end
@@ -202,7 +235,8 @@ local function scenario(seed, finish)
   elseif finish == "close" then
     loop:close()
   end
-  ends, tasks, servers, all, tls, loop = nil, nil, nil, nil, nil, nil
+  ends, tasks, servers, all, tls, udp, loop = nil, nil, nil, nil, nil, nil, nil
+  os.remove(unixpath)
   H.capture_stderr(function()  -- tasks collected pending say so
     collectgarbage(); collectgarbage(); collectgarbage()
   end)
