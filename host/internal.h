@@ -159,6 +159,7 @@ typedef struct loom_loop {
   uv_signal_t sigint;       /* Ctrl-C for the executable */
   lua_State *L;             /* thread running the loop, while it runs */
   int self_ref;             /* registry ref to the loop, while it runs */
+  int anchors_ref;          /* and to its LOOM_LUV_ANCHORS table */
   struct loom_task *current;
   /* The loop's tables are its user values, not registry entries: a loop
   ** that nobody references is collected with everything it holds. */

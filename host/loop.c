@@ -801,6 +801,8 @@ static int loop_run_forever (lua_State *L) {
     return luaL_error(L, "run_forever: cannot run the event loop while "
                       "another loop is running");
   lua_settop(L, 1);
+  lua_getiuservalue(L, 1, LOOM_LUV_ANCHORS);
+  loop->anchors_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, 1);
   loop->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   loop->running = 1;
@@ -826,7 +828,8 @@ static int loop_run_forever (lua_State *L) {
   loop->inentry = 0;
   loop->L = prevL;
   luaL_unref(L, LUA_REGISTRYINDEX, loop->self_ref);
-  loop->self_ref = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, loop->anchors_ref);
+  loop->self_ref = loop->anchors_ref = LUA_NOREF;
   if (status != LUA_OK) {
     /* not a callback's error: unwrap the message handler's table */
     if (wrapped(L, -1))
@@ -1236,7 +1239,7 @@ static int core_new_loop (lua_State *L) {
   loop = (loom_loop *)lua_newuserdatauv(L, sizeof(loom_loop), LOOM_LUV_COUNT);
   memset(loop, 0, sizeof(*loop));
   loop->closed = 1;
-  loop->self_ref = LUA_NOREF;
+  loop->self_ref = loop->anchors_ref = LUA_NOREF;
   loom__setmt(L, LOOM_TLOOP);
   newtable(L, LOOM_LUV_QUEUE0, NULL);
   newtable(L, LOOM_LUV_QUEUE1, NULL);
@@ -1542,8 +1545,8 @@ void loom__loop_table_drop (lua_State *L, int loopidx, const void *key) {
 ** transport, a server, a future) is kept in a table of its loop, not in
 ** the registry, so that a loop dropped without close() while it still
 ** has them is collected with them (its __gc closes the handles). While
-** the loop runs, which is the only time libuv calls back, the table is
-** reached through self_ref.
+** the loop runs, which is the only time libuv calls back, the registry
+** holds the table too (anchors_ref), for the callbacks.
 */
 
 /* Anchors the value on top (popped) in the loop at loopidx; returns its
@@ -1562,38 +1565,22 @@ int loom__anchor (lua_State *L, int loopidx) {
   return ref;
 }
 
-/* The anchors table of a running loop, pushed; 0 (nothing pushed) when
-** it does not run or has none. */
-static int anchors (lua_State *L, loom_loop *loop) {
-  if (loop->self_ref == LUA_NOREF || !lua_checkstack(L, 3))
-    return 0;
-  if (lua_rawgeti(L, LUA_REGISTRYINDEX, loop->self_ref) != LUA_TUSERDATA) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  if (lua_getiuservalue(L, -1, LOOM_LUV_ANCHORS) != LUA_TTABLE) {
-    lua_pop(L, 2);
-    return 0;
-  }
-  lua_remove(L, -2);
-  return 1;
-}
-
-/* Pushes what ref anchors in the loop, which runs; nil if nothing.
-** [-0, +1, -] */
+/* Pushes what ref anchors in the loop, which runs (the caller made room
+** for 2 values); nil if nothing. A hot path: every read callback comes
+** here. [-0, +1, -] */
 void loom__anchored (lua_State *L, loom_loop *loop, int ref) {
-  if (anchors(L, loop)) {
+  if (lua_rawgeti(L, LUA_REGISTRYINDEX, loop->anchors_ref) == LUA_TTABLE) {
     lua_rawgeti(L, -1, ref);
-    lua_remove(L, -2);
+    lua_replace(L, -2);
   }
-  else
-    lua_pushnil(L);
 }
 
 /* Releases ref. On a loop that does not run, nothing: what ref anchors
 ** is then only let go with the loop. [-0, +0, -] */
 void loom__unanchor (lua_State *L, loom_loop *loop, int ref) {
-  if (ref >= 0 && L != NULL && loop != NULL && anchors(L, loop)) {
+  if (ref >= 0 && L != NULL && loop != NULL && loop->anchors_ref != LUA_NOREF
+      && lua_checkstack(L, 3)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, loop->anchors_ref);
     luaL_unref(L, -1, ref);
     lua_pop(L, 1);
   }

@@ -84,6 +84,15 @@ static lua_State *usable (loom_loop *loop) {
   return (loop->L != NULL && !loop->closed) ? loop->L : NULL;
 }
 
+/* For the hot callbacks (reads, writes) of a running loop: pushes its
+** anchors table, then c's transport, and returns the transport's index
+** (loom__anchored without the table's removal). [-0, +2, -] */
+static int pushconn (lua_State *L, conn *c) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->loop->anchors_ref);
+  lua_rawgeti(L, -1, c->ref);
+  return lua_gettop(L);
+}
+
 
 
 /* Calls fut:method(args...) for the future at fidx with the nargs values
@@ -598,7 +607,7 @@ static int on_readerr (lua_State *L) {
 static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   conn *c = (conn *)st;
   lua_State *L = usable(c->loop);
-  int top, inbuf = c->inbuf, buferr = c->buferr, defer = c->defer;
+  int top, tidx, inbuf = c->inbuf, buferr = c->buferr, defer = c->defer;
   c->inbuf = c->buferr = c->defer = 0;
   if (defer & LOOM_DEFER_CLOSE) {  /* asked for inside get_buffer */
     if (buferr && L != NULL && lua_checkstack(L, 10)) {  /* which raised */
@@ -625,33 +634,33 @@ static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   top = lua_gettop(L);
-  loom__anchored(L, c->loop, c->ref);  /* top + 1 */
+  tidx = pushconn(L, c);
   if (nread > 0 && inbuf)
-    bufdata(L, top + 1, (size_t)nread);
+    bufdata(L, tidx, (size_t)nread);
   else if (nread > 0 && c->sink != NULL)
-    sinkdata(L, top + 1, buf->base, (size_t)nread);
+    sinkdata(L, tidx, buf->base, (size_t)nread);
   else if (nread > 0)
-    protodata(L, top + 1, buf->base, (size_t)nread);
+    protodata(L, tidx, buf->base, (size_t)nread);
   else if (nread == UV_EOF) {
     uv_read_stop(st);
     c->eof_in = 1;
-    if (protocall(L, top + 1, "eof_received", 0) && !lua_toboolean(L, -1)
+    if (protocall(L, tidx, "eof_received", 0) && !lua_toboolean(L, -1)
         && !c->closing) {
       c->closing = 1;
       if (c->nwrites == 0)
-        conn_close(L, c, top + 1, 0);
+        conn_close(L, c, tidx, 0);
     }
   }
   else if (nread == UV_ENOBUFS && buferr) {  /* get_buffer failed */
-    lua_getiuservalue(L, top + 1, TUV_BUF);  /* top + 2 */
+    lua_getiuservalue(L, tidx, TUV_BUF);  /* tidx + 1 */
     lua_pushnil(L);
-    lua_setiuservalue(L, top + 1, TUV_BUF);
-    protofail(L, top + 1, top + 2, "get_buffer");
+    lua_setiuservalue(L, tidx, TUV_BUF);
+    protofail(L, tidx, tidx + 1, "get_buffer");
   }
   else {
     uv_read_stop(st);
     lua_pushcfunction(L, on_readerr);
-    lua_pushvalue(L, top + 1);
+    lua_pushvalue(L, tidx);
     lua_pushinteger(L, (lua_Integer)nread);
     if (lua_pcall(L, 2, 0, 0) != LUA_OK)
       conn_close(L, c, 0, 0);
@@ -686,21 +695,20 @@ static void write_cb (uv_write_t *req, int status) {
   if (c->closed || (L = usable(c->loop)) == NULL || !lua_checkstack(L, 10))
     return;
   {
-    int top = lua_gettop(L);
-    loom__anchored(L, c->loop, c->ref);  /* top + 1 */
+    int top = lua_gettop(L), tidx = pushconn(L, c);
     if (status < 0) {
       lua_pushcfunction(L, on_readerr);  /* same shape: OSError, abort */
-      lua_pushvalue(L, top + 1);
+      lua_pushvalue(L, tidx);
       lua_pushinteger(L, status);
       if (lua_pcall(L, 2, 0, 0) != LUA_OK)
         conn_close(L, c, 0, 0);
     }
     else {
-      check_resume(L, c, top + 1);
+      check_resume(L, c, tidx);
       if (c->queued <= c->drainlimit)
         drained(L, c);
       if (c->nwrites == 0 && c->closing)
-        conn_close(L, c, top + 1, 0);
+        conn_close(L, c, tidx, 0);
     }
     lua_settop(L, top);
   }
