@@ -26,11 +26,14 @@ local n = 0
 -- Starts the prompt in a new tmux server; returns a session object.
 local function session(opts)
   n = n + 1
+  -- the history file in a directory of its own, removed with it: the
+  -- prompt may still write it after the tmux server is killed, and then
+  -- finds no directory
+  local dir = sh("mktemp -d"):gsub("%s+$", "")
   local s = {
     sock = ("loom-spec-%d-%d"):format(math.random(1e9), n),
-    hist = os.tmpname(),
+    hist = dir .. "/history",
   }
-  os.remove(s.hist)
   local function tm(args) return sh("tmux -L " .. s.sock .. " " .. args) end
   s.tm = tm
   -- the shell keeps the pane after loom exits, to read its exit status
@@ -54,7 +57,7 @@ local function session(opts)
   function s.line(text) s.type(text); s.key("Enter") end
   function s.close()
     tm("kill-server")
-    os.remove(s.hist)
+    sh("rm -rf " .. shquote(dir))
   end
   local ok, err = pcall(s.wait, "for commands\n>")
   if not ok then s.close(); error(err, 2) end
