@@ -1,5 +1,5 @@
 -- lifetime_spec.lua: transports, servers, streams and tasks (TCP, Unix,
--- TLS) and datagram endpoints, written to, closed, aborted, paused, cancelled and forgotten
+-- TLS), datagram endpoints and children's pipes, written to, closed, aborted, paused, cancelled and forgotten
 -- in random orders (one seed per spec), then the loop closed, dropped or
 -- wound down. Nothing may crash, no action may fail with anything but
 -- loom's own errors, and no descriptor, anchor or registry reference may
@@ -85,10 +85,11 @@ local function scenario(seed, finish)
     local err = ctx.exception
     if err ~= nil and not allowed(err) then bad[#bad + 1] = tostring(err) end
   end)
-  local ends, tasks, servers, tls, udp = {}, {}, {}, {}, {}
+  local ends, tasks, servers, tls, udp, procs = {}, {}, {}, {}, {}, {}
   local unixpath = os.tmpname()
   os.remove(unixpath)
   local all = setmetatable({}, { __mode = "v" })  -- every transport
+  local allprocs = setmetatable({}, { __mode = "v" })  -- and child
 
   local function pick(list)
     if #list > 0 then return list[rnd(#list)], rnd(#list) end
@@ -176,6 +177,27 @@ local function scenario(seed, finish)
       end
     end,
     function() loom.sleep(rnd(3) == 1 and 0.002 or 0) end,
+    function()  -- a child: started, fed, its stdin closed, killed, closed
+      local p = pick(procs)
+      local k = rnd(6)
+      if (k == 1 or not p) and #procs < 3 then
+        -- cat without the sanitizer runtime the specs' interpreter may
+        -- have preloaded: killed while that runtime checks for leaks at
+        -- its exit, it would report its own failure to do so
+        p = loom.create_subprocess_exec("sh", "-c",
+          "unset LD_PRELOAD; exec cat",
+          { stdin = loom.PIPE, stdout = loom.PIPE })
+        procs[#procs + 1] = p
+        weak[p], allprocs[#allprocs + 1] = true, p
+        ends[#ends + 1] = { r = p.stdout, w = p.stdin }
+        all[#all + 1] = p.stdin.transport
+      elseif not p then return
+      elseif k == 2 then p.stdin:write(("c"):rep(rnd(70000)))
+      elseif k == 3 then p.stdin:close()
+      elseif k == 4 then p:kill()
+      elseif k == 5 then p:close()
+      else table.remove(procs, rnd(#procs)) end
+    end,
     function()  -- a datagram: sent, or its endpoint closed or aborted
       local u = pick(udp)
       if not u then return end
@@ -225,6 +247,7 @@ local function scenario(seed, finish)
       for _, t in pairs(all) do t:abort() end
       for _, s in ipairs(servers) do s:close(); s:abort_clients() end
       for _, t in ipairs(tasks) do t:cancel() end
+      for _, p in pairs(allprocs) do p:close() end
       for _ = 1, 100 do
         if loop:_counts().anchors == 0 and #loop:_handles() == 0 then break end
         loom.sleep(0.005)
@@ -235,7 +258,8 @@ local function scenario(seed, finish)
   elseif finish == "close" then
     loop:close()
   end
-  ends, tasks, servers, all, tls, udp, loop = nil, nil, nil, nil, nil, nil, nil
+  ends, tasks, servers, all, tls, udp, procs, allprocs, loop = nil, nil,
+    nil, nil, nil, nil, nil, nil, nil
   os.remove(unixpath)
   H.capture_stderr(function()  -- tasks collected pending say so
     collectgarbage(); collectgarbage(); collectgarbage()
