@@ -1,9 +1,9 @@
 -- lifetime_spec.lua: transports, servers, streams and tasks (TCP, Unix,
--- TLS), datagram endpoints and children's pipes, written to, closed, aborted, paused, cancelled and forgotten
--- in random orders (one seed per spec), then the loop closed, dropped or
--- wound down. Nothing may crash, no action may fail with anything but
--- loom's own errors, and no descriptor, anchor or registry reference may
--- be left behind.
+-- TLS), datagram endpoints and children's pipes, written to, closed,
+-- aborted, paused, cancelled and forgotten in random orders (one seed per
+-- spec), then the loop closed, dropped or wound down. Nothing may crash,
+-- no action may fail with anything but loom's own errors, and no
+-- descriptor, anchor or registry reference may be left behind.
 local H = require "helper"
 local loom = require "loom"
 H.setup()
