@@ -774,8 +774,9 @@ static int core_dns_pending (lua_State *L) {
 ** Called by close() and __gc with the loop already marked closed, before
 ** its final uv_run: asks libuv to drop every pending request, forgets
 ** their anchors (the table went with the loop's user values) and
-** detaches them; their callbacks, run by that uv_run, only free them. Futures still
-** pending stay pending, as the loop's other pending futures do.
+** detaches them; their callbacks, run by that uv_run, only free them.
+** Futures still pending stay pending, as the loop's other pending
+** futures do.
 */
 void loom__dns_shutdown (lua_State *L, loom_loop *loop, int loopidx) {
   (void)L;

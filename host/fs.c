@@ -1965,9 +1965,8 @@ static int fs_sendfile_wait (lua_State *L) {
 ** uv_run: asks libuv to drop every request not started, forgets the
 ** futures' anchors (their table went with the loop's user values) and
 ** detaches the requests; their callbacks, run by that uv_run, only free
-** them.
-** Sendfiles give their transports back and close their poll handles now,
-** before the loop closes every handle left. Must run before
+** them. Sendfiles give their transports back and close their poll
+** handles now, before the loop closes every handle left. Must run before
 ** loom__stream_shutdown, whose close callbacks would otherwise reach
 ** the sendfiles.
 */
