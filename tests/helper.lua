@@ -163,6 +163,28 @@ function H.sh(cmd)
   return os.execute("unset LD_PRELOAD; " .. cmd)
 end
 
+-- Runs fn(loop, keep) as the main task of a new loop, then drops the
+-- loop without closing it and collects. keep is a weak-keyed table: fn
+-- puts there what must go with the loop, as keep[obj] = "what it is".
+-- Fails naming what survived; returns what the collection wrote on
+-- stderr (tasks collected pending say so).
+function H.drop_loop(fn)
+  local keep = setmetatable({}, { __mode = "k" })
+  do
+    local loop = loom.new_event_loop()
+    keep[loop] = "loop"
+    loop:run_until_complete(fn, loop, keep)
+  end
+  local said = H.capture_stderr(function()
+    collectgarbage(); collectgarbage(); collectgarbage()
+  end)
+  local left = {}
+  for _, what in pairs(keep) do left[#left + 1] = what end
+  table.sort(left)
+  assert.are.same({}, left)
+  return said
+end
+
 -- Polls pred() until it returns a true value, and returns that value;
 -- fails after secs seconds (default 30), naming what was awaited. This is
 -- for conditions that other processes, threads or the kernel bring about:

@@ -782,20 +782,12 @@ describe("subprocess faults", function()
   it("a loop dropped without close() with the child's pipes open is collected", function()
     local before = nfds()
     local pid
-    local weak = setmetatable({}, { __mode = "k" })
-    do
-      local loop = loom.new_event_loop()
-      weak[loop] = "loop"
-      loop:run_until_complete(function()
-        local p = loom.create_subprocess_exec("sleep", "30",
-          { stdin = loom.PIPE, stdout = loom.PIPE, stderr = loom.PIPE })
-        pid = p.pid
-        weak[p], weak[p.stdin], weak[p.stdout] = "process", "stdin", "stdout"
-      end)
-    end
-    collectgarbage()
-    collectgarbage()
-    assert.is_nil(next(weak))
+    H.drop_loop(function(_, keep)
+      local p = loom.create_subprocess_exec("sleep", "30",
+        { stdin = loom.PIPE, stdout = loom.PIPE, stderr = loom.PIPE })
+      pid = p.pid
+      keep[p], keep[p.stdin], keep[p.stdout] = "process", "stdin", "stdout"
+    end)
     assert.are.equal(0, core._orphans())
     assert.is_nil(state(pid))
     assert.are.equal(before, nfds())

@@ -474,45 +474,33 @@ describe("tcp", function()
     local nfds = require("loom.core")._nfds
     collectgarbage(); collectgarbage()
     local before = nfds()
-    local weak = setmetatable({}, { __mode = "k" })
     local port
-    do
-      local loop = loom.new_event_loop()
-      weak[loop] = "loop"
-      loop:run_until_complete(function()
-        local sp
-        local server = loop:create_server(function()
-          sp = proto(); return sp
-        end, "127.0.0.1", 0)
-        port = port_of(server)
-        weak[server] = "server"
-        local p = proto()
-        local t = loop:create_connection(function() return p end,
-                                         "127.0.0.1", port)
-        weak[t] = "transport"
-        weak[p] = "protocol"
-        while not sp do loom.sleep(0.001) end
-        sp.t:pause_reading()
-        t:set_write_buffer_limits(1)
-        t:write(pattern(4 * 1024 * 1024))   -- queued: the peer reads nothing
-        weak[t:_drained(0)] = "drain future"
-        -- a connect left pending when the loop stops
-        loom.create_task(function()
-          pcall(loop.create_connection, loop, proto, "127.0.0.1", port)
-        end)
-        local r, w = loom.open_connection("127.0.0.1", port)
-        weak[r], weak[w] = "reader", "writer"
+    local said = H.drop_loop(function(loop, keep)
+      local sp
+      local server = loop:create_server(function()
+        sp = proto(); return sp
+      end, "127.0.0.1", 0)
+      port = port_of(server)
+      keep[server] = "server"
+      local p = proto()
+      local t = loop:create_connection(function() return p end,
+                                       "127.0.0.1", port)
+      keep[t] = "transport"
+      keep[p] = "protocol"
+      while not sp do loom.sleep(0.001) end
+      sp.t:pause_reading()
+      t:set_write_buffer_limits(1)
+      t:write(pattern(4 * 1024 * 1024))   -- queued: the peer reads nothing
+      keep[t:_drained(0)] = "drain future"
+      -- a connect left pending when the loop stops
+      loom.create_task(function()
+        pcall(loop.create_connection, loop, proto, "127.0.0.1", port)
       end)
-    end
-    -- the connecting task is collected pending, as asyncio says
-    local said = H.capture_stderr(function()
-      collectgarbage(); collectgarbage(); collectgarbage()
+      local r, w = loom.open_connection("127.0.0.1", port)
+      keep[r], keep[w] = "reader", "writer"
     end)
+    -- the connecting task is collected pending, as asyncio says
     H.contains("Task was destroyed but it is pending!", said)
-    local left = {}
-    for _, what in pairs(weak) do left[#left + 1] = what end
-    table.sort(left)
-    assert.are.same({}, left)
     assert.are.equal(before, nfds())
     -- the port is free again
     local loop = rtloop()
