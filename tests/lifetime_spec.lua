@@ -1,9 +1,10 @@
 -- lifetime_spec.lua: transports, servers, streams and tasks (TCP, Unix,
 -- TLS), datagram endpoints and children's pipes, written to, closed,
--- aborted, paused, cancelled and forgotten in random orders (one seed per
--- spec), then the loop closed, dropped or wound down. Nothing may crash,
--- no action may fail with anything but loom's own errors, and no
--- descriptor, anchor or registry reference may be left behind.
+-- aborted, paused, upgraded to TLS, given new protocols, cancelled and
+-- forgotten in random orders (one seed per spec), then the loop closed,
+-- dropped or wound down. Nothing may crash, no action may fail with
+-- anything but loom's own errors, and no descriptor, anchor or registry
+-- reference may be left behind.
 local H = require "helper"
 local loom = require "loom"
 H.setup()
@@ -191,12 +192,23 @@ local function scenario(seed, finish)
         weak[p], allprocs[#allprocs + 1] = true, p
         ends[#ends + 1] = { r = p.stdout, w = p.stdin }
         all[#all + 1] = p.stdin.transport
+        all[#all + 1] = p._transport:get_pipe_transport(1)
       elseif not p then return
       elseif k == 2 then p.stdin:write(("c"):rep(rnd(70000)))
       elseif k == 3 then p.stdin:close()
       elseif k == 4 then p:kill()
       elseif k == 5 then p:close()
       else table.remove(procs, rnd(#procs)) end
+    end,
+    function()  -- start_tls on a stream (the echo fails it), or set_protocol
+      local e = pick(ends)
+      if e and e.w and rnd(2) == 1 then
+        tasks[#tasks + 1] = loom.create_task(function()
+          return e.w:start_tls(cctx, { ssl_handshake_timeout = 0.05 })
+        end)
+      elseif e and e.t then
+        e.t:set_protocol(sink_proto())
+      end
     end,
     function()  -- a datagram: sent, or its endpoint closed or aborted
       local u = pick(udp)
