@@ -527,6 +527,19 @@ describe("streams over TCP", function()
         assert.are.equal("drained", d:await())
         w:write_eof()
         contains("cannot write after write_eof", raised(w.write, w, "late"))
+        -- the transport's errors point at the line that called the
+        -- writer's method, in the fast paths and in the Lua methods
+        for _, f in ipairs{function() w:write("late") end,
+                           function() w:writelines({"la", "te"}) end} do
+          local ok, e = pcall(f)
+          assert.is_false(ok)
+          assert.matches("^[^:]*streams_tcp_spec%.lua:%d+: write%a*: cannot "
+            .. "write after write_eof", e)
+        end
+        local ok, e = pcall(function() w:writelines({"a", 5}) end)
+        assert.is_false(ok)
+        assert.matches("^[^:]*streams_tcp_spec%.lua:%d+: bad argument #1 "
+          .. "to 'writelines' %(item 2 is a number, string expected%)", e)
         assert.are.equal("", r:read(-1))
         w:close()
         w:wait_closed()

@@ -270,6 +270,19 @@ end
 
 local BUFFER_MT = getmetatable(core.Buffer(0))
 
+-- relay(pcall(method, transport, ...)) in a writer's method: the
+-- transport's error is raised again, a message (which names the method)
+-- at the line that called the writer's method rather than in this file.
+-- The arguments are checked before, so that no error of the transport
+-- names an argument of the pcall.
+local function relay(ok, e)
+  if ok then return end
+  if type(e) == "string" then
+    error((e:gsub("^[^:\n]*:%d+: ", "", 1)), 3)
+  end
+  error(e, 0)
+end
+
 function Writer:write(data)
   if writers[self] == nil then badw(self, "write", 3) end
   if type(data) ~= "string" and getmetatable(data) ~= BUFFER_MT then
@@ -277,15 +290,27 @@ function Writer:write(data)
     error(("bad argument #1 to 'write' (string expected, got %s)")
       :format(typename(data)), 2)
   end
-  self.transport:write(data)
+  relay(pcall(self.transport.write, self.transport, data))
 end
 
 function Writer:writelines(list)
-  checkw(self, "writelines"):writelines(list)
+  local transport = checkw(self, "writelines")
+  if type(list) ~= "table" then
+    error(("bad argument #1 to 'writelines' (table expected, got %s)")
+      :format(typename(list)), 2)
+  end
+  for i = 1, #list do
+    if type(list[i]) ~= "string" then
+      error(("bad argument #1 to 'writelines' (item %d is a %s, string "
+        .. "expected)"):format(i, typename(list[i])), 2)
+    end
+  end
+  relay(pcall(transport.writelines, transport, list))
 end
 
 function Writer:write_eof()
-  return checkw(self, "write_eof"):write_eof()
+  local transport = checkw(self, "write_eof")
+  relay(pcall(transport.write_eof, transport))
 end
 
 function Writer:can_write_eof()
