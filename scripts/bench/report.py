@@ -25,8 +25,9 @@ libuv-c's and uvloop-proto's over loom's.
 
 tls (workloads tls-echo-s<SIZE>-c<CONNS>: requests/s of one C client,
 scripts/bench/c/tls_echo_client.c, against the TLS echo servers loom,
-asyncio and uvloop) has its own table, with loom's ratio to uvloop and
-asyncio, the client's CPU use, and the target ">= 1.5x uvloop" per cell at
+asyncio and uvloop, and libuv-c: scripts/bench/c/tls_echo_server.c, loom's
+design in plain C, the floor) has its own table, with loom's ratio to
+uvloop, asyncio and libuv-c, libuv-c's to uvloop, the client's CPU use, and the target ">= 1.5x uvloop" per cell at
 1 KiB and 100 KiB.
 
 http (workloads http-c<CONNS>: requests/s of `wrk -t1 -c<CONNS>` against each
@@ -54,7 +55,7 @@ ECHO_SERVERS = ["loom", "loom-streams", "loom-buffered", "asyncio-proto", "async
 ECHO_PEER_STREAMS = ["asyncio-streams", "uvloop-streams", "node", "luv"]
 ECHO_RE = re.compile(r"^echo-s(\d+)-c(\d+)$")
 ECHO_CPU_RE = re.compile(r"^echo-cpu-s(\d+)-c(\d+)$")
-TLS_SERVERS = ["loom", "asyncio", "uvloop"]
+TLS_SERVERS = ["loom", "asyncio", "uvloop", "libuv-c"]
 TLS_RE = re.compile(r"^tls-echo-s(\d+)-c(\d+)$")
 TLS_CPU_RE = re.compile(r"^tls-cpu-s(\d+)-c(\d+)$")
 TLS_TARGET_SIZES = (1024, 102400)   # the issue's sizes
@@ -455,7 +456,10 @@ def main():
           "connections each send SIZE bytes and wait for the whole echo, compared "
           "with what was sent, for TLS_SECS. loom runs scripts/bench/tls_echo.lua, "
           "asyncio and uvloop scripts/bench/py/tls_echo.py with Python's ssl module "
-          "(protocol API, TLS 1.3, the same OpenSSL). Server pinned on SERVER_CPU, "
+          "(protocol API, TLS 1.3, the same OpenSSL), libuv-c "
+          "scripts/bench/c/tls_echo_server.c (loom's TLS design in plain C on libuv, no "
+          "Lua: the floor; libuv-c / uvloop is the most any server of that design "
+          "reaches here). Server pinned on SERVER_CPU, "
           "client on CLIENT_CPU. Ratios: loom's req/s / the peer's (above 1 = loom "
           "faster). Client CPU: the client's CPU time over the measured seconds, "
           "median, in loom's runs / in uvloop's; near 100% the client, not the "
@@ -466,8 +470,9 @@ def main():
           "speed does not cap. Target, at 1 KiB and 100 KiB: loom >= "
           f"{TLS_GOAL}x uvloop (requests/s).\n")
         hdr = (["size", "conns"] + cols
-               + ["loom / uvloop", "loom / asyncio", "client CPU (loom / uvloop runs)",
-                  "server CPU per request (loom / uvloop)", "uvloop / loom CPU per request",
+               + ["loom / uvloop", "loom / asyncio", "loom / libuv-c", "libuv-c / uvloop",
+                  "client CPU (loom / uvloop runs)",
+                  "server CPU per request (loom / uvloop / libuv-c)", "uvloop / loom CPU per request",
                   f"target (>= {TLS_GOAL}x uvloop)"])
         t("| " + " | ".join(hdr) + " |")
         t("|" + "|".join("---" for _ in hdr) + "|")
@@ -482,6 +487,9 @@ def main():
             lv, uv, av = md.get("loom"), md.get("uvloop"), md.get("asyncio")
             r_u = lv / uv if lv and uv else None
             r_a = lv / av if lv and av else None
+            cv = md.get("libuv-c")
+            r_c = lv / cv if lv and cv else None
+            c_uv = cv / uv if cv and uv else None
             pct = lambda q: f"{busy[q] * 100:.0f}%" if q in busy else "–"
             per_cpu = {q: statistics.median(vs) for q, vs in tls_cpu.get((size, conns), {}).items() if vs}
             us = lambda q: f"{1e6 / per_cpu[q]:.0f}" if per_cpu.get(q) else "–"
@@ -503,8 +511,9 @@ def main():
             sz = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
             t("| " + " | ".join([sz, str(conns)] + cells
                                 + [rx(r_u) if r_u else "–", rx(r_a) if r_a else "–",
+                                   rx(r_c) if r_c else "–", rx(c_uv) if c_uv else "–",
                                    f"{pct('loom')} / {pct('uvloop')}",
-                                   f"{us('loom')} / {us('uvloop')} µs",
+                                   f"{us('loom')} / {us('uvloop')} / {us('libuv-c')} µs",
                                    rx(c_u) if c_u else "–", tgt]) + " |")
         t(f"\n{tmet} of {tcells} TLS target cells met (>= {TLS_GOAL}x uvloop)"
           + (f" ({tcells - tmeas} not measured)" if tmeas < tcells else "") + ".\n")

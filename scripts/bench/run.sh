@@ -32,7 +32,9 @@
 # tls: TLS echo servers (protocol API, TLS 1.3 with a throw-away EC P-256
 # certificate made under build/bench/tls/): loom (scripts/bench/tls_echo.lua)
 # against asyncio and uvloop with Python's ssl module (scripts/bench/py/
-# tls_echo.py, labels asyncio and uvloop; the same OpenSSL library), each
+# tls_echo.py, labels asyncio and uvloop; the same OpenSSL library) and
+# libuv-c (scripts/bench/c/tls_echo_server.c: loom's TLS design in plain
+# C, no Lua, the floor, as the peers' echo/c_libuv.c is echo's), each
 # started pinned on SERVER_CPU and measured for every size in TLS_SIZES x
 # connections in TLS_CONNS, TLS_SECS each, by scripts/bench/c/tls_echo_client.c
 # (one thread, OpenSSL on epoll, pinned on CLIENT_CPU; built into
@@ -226,6 +228,7 @@ esac
 TLS_OK=
 TLS_DIR=build/bench/tls
 TLS_CLIENT=build/bench/tls_echo_client
+TLS_CSERVER=build/bench/tls_echo_server  # peer libuv-c: the floor
 case " $WORKLOADS " in *" tls "*)
   if ! command -v ss >/dev/null; then
     note "tls skipped: no ss (iproute2) to wait for the servers' ports"
@@ -242,6 +245,10 @@ case " $WORKLOADS " in *" tls "*)
     note "tls skipped: openssl req failed to make a certificate in $TLS_DIR"
   else
     TLS_OK=1
+    rm -f "$TLS_CSERVER"
+    [ -n "${OK[libuv-c]:-}" ] &&
+      ! gcc -O2 -Wall -o "$TLS_CSERVER" "$BENCH/c/tls_echo_server.c" -luv $(pkg-config --cflags --libs openssl) 2>>"$LOG" &&
+      note "peer libuv-c skipped for tls: gcc failed on scripts/bench/c/tls_echo_server.c"
   fi ;;
 esac
 
@@ -452,6 +459,7 @@ tls_servers() {  # label|command with PORT placeholder
   for q in asyncio uvloop; do
     [ -n "${PYOK[$q]:-}" ] && echo "$q|$PY $BENCH/py/tls_echo.py PORT $crt $q"
   done
+  [ -x "$TLS_CSERVER" ] && echo "libuv-c|$TLS_CSERVER PORT $crt"
   return 0
 }
 
