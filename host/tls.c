@@ -1424,9 +1424,12 @@ static int sni_cb (SSL *ssl, int *al, void *arg) {
 static int tls_wrap (lua_State *L) {
   tlsctx *c = checkctx(L, 2);
   int server = lua_toboolean(L, 4);
-  const char *host = lua_isnil(L, 5) ? NULL : luaL_checkstring(L, 5);
+  size_t hostlen = 0;
+  const char *host = lua_isnil(L, 5) ? NULL : luaL_checklstring(L, 5, &hostlen);
   tls *t;
   int call_made = lua_toboolean(L, 9);
+  if (host != NULL && strlen(host) != hostlen)  /* OpenSSL would cut it */
+    luaL_argerror(L, 5, "server_hostname must be a string without zeros");
   lua_settop(L, 8);
   if (server != c->server)
     return luaL_error(L, server ? "a client context cannot serve TLS "

@@ -646,6 +646,50 @@ describe("TLS streams", function()
     end)
   end)
 
+  it("start_tls rejects a server_hostname with a zero byte (OpenSSL would "
+     .. "check only the name before it) and a protocol that is not a table, "
+     .. "at the caller's line", function()
+    local loop = rtloop()
+    run(loop, function()
+      local srv = loom.start_server(function(r, w) r:read(-1); w:close() end,
+                                    "127.0.0.1", 0)
+      local r, w = loom.open_connection("127.0.0.1", port_of(srv))
+      local function err(f)
+        local ok, e = pcall(f)
+        assert.is_false(ok)
+        return e
+      end
+      local here = "^[^:]*tls_spec%.lua:%d+: "
+      assert.matches(here .. "bad argument #2 to 'start_tls' %(server_hostname "
+        .. "must be a string without zeros%)", err(function()
+          w:start_tls(client_ctx(), { server_hostname = "localhost\0.evil" })
+        end))
+      assert.matches(here .. "bad argument #4 to 'start_tls' %(server_hostname "
+        .. "must be a string without zeros%)", err(function()
+          loop:start_tls(w.transport, w._protocol, client_ctx(),
+                         { server_hostname = "localhost\0.evil" })
+        end))
+      assert.matches(here .. "bad argument #2 to 'start_tls' %(protocol "
+        .. "%(table%) expected, got boolean%)", err(function()
+          loop:start_tls(w.transport, true, client_ctx(),
+                         { server_hostname = "localhost" })
+        end))
+      assert.matches(here .. "bad argument #1 to 'start_tls' %(loom.tls.Context "
+        .. "expected, got nil%)", err(function() w:start_tls(nil) end))
+      assert.matches(here .. "bad argument #2 to 'start_tls' %(ssl_handshake_"
+        .. "timeout must be a number > 0%)", err(function()
+          w:start_tls(client_ctx(), { ssl_handshake_timeout = 0 / 0 })
+        end))
+      -- nothing was started: the connection is still plain
+      w:write("plain\n")
+      w:write_eof()
+      assert.is_false(w:is_closing())
+      w:close()
+      w:wait_closed()
+      shut(srv)
+    end)
+  end)
+
   it("serves and connects over Unix sockets", function()
     local loop = rtloop()
     run(loop, function()

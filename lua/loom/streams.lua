@@ -357,9 +357,27 @@ end
 -- over the TLS transport.
 function Writer:start_tls(ctx, opts)
   local transport = checkw(self, "start_tls")
+  if not core._tls_is_context(ctx) then
+    error(("bad argument #1 to 'start_tls' (loom.tls.Context expected, got "
+      .. "%s)"):format(typename(ctx)), 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("bad argument #2 to 'start_tls' (table expected, got %s)")
+      :format(typename(opts)), 2)
+  end
   self:drain()
-  local tt = transport:get_loop():start_tls(transport, self._protocol, ctx,
-                                            opts)
+  local loop = transport:get_loop()
+  local ok, tt = pcall(loop.start_tls, loop, transport, self._protocol, ctx,
+                       opts)
+  if not ok then
+    -- the loop's errors on opts, numbered as this method's arguments
+    if type(tt) == "string" then
+      tt = tt:gsub("^[^:\n]*:%d+: ", "", 1)
+      error((tt:gsub("^bad argument #4 to 'start_tls'",
+                     "bad argument #2 to 'start_tls'", 1)), 2)
+    end
+    error(tt, 0)
+  end
   -- The C fast paths bound to the reader write to the plain transport.
   rawset(self, "write", nil)
   rawset(self, "drain", nil)

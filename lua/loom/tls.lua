@@ -45,14 +45,17 @@ local ssl_keys = { ssl = true, server_hostname = true,
 -- Raises the argument error of the loop method fname, as luaL_argerror
 -- in the C methods does (without a position: the methods here run below
 -- them).
-local function argerr(fname, argn, msg)
-  error(("bad argument #%d to '%s' (%s)"):format(argn, fname, msg), 0)
+-- level: error's (3 from a function called by the one that was given
+-- the bad argument); none: no position.
+local function argerr(fname, argn, msg, level)
+  error(("bad argument #%d to '%s' (%s)"):format(argn, fname, msg),
+        level or 0)
 end
 
-local function check_timeout(opts, key, fname, argn)
+local function check_timeout(opts, key, fname, argn, level)
   local v = opts[key]
   if v ~= nil and (type(v) ~= "number" or not (v > 0)) then
-    argerr(fname, argn, key .. " must be a number > 0")
+    argerr(fname, argn, key .. " must be a number > 0", level)
   end
   return v
 end
@@ -178,34 +181,42 @@ core.interpose(LOOP, "_tls_unix_server",
 -- (the connection is then closed).
 local function start_tls(loop, transport, protocol, ctx, opts)
   local fname = "start_tls"
+  -- raised at the line that called start_tls
+  local function bad(argn, msg) argerr(fname, argn, msg, 4) end
   local tty = type(transport)
   if (tty ~= "userdata" and tty ~= "table")
       or not callable(transport.set_protocol) then
-    argerr(fname, 1, "transport expected, got " .. typename(transport))
+    bad(1, "transport expected, got " .. typename(transport))
   end
-  if protocol == nil then argerr(fname, 2, "protocol expected, got nil") end
+  local pty = type(protocol)
+  if pty ~= "table" and pty ~= "userdata" then
+    bad(2, "protocol (table) expected, got " .. typename(protocol))
+  end
   if not is_context(ctx) then
-    argerr(fname, 3, "loom.tls.Context expected, got " .. typename(ctx))
+    bad(3, "loom.tls.Context expected, got " .. typename(ctx))
   end
   if opts ~= nil and type(opts) ~= "table" then
-    argerr(fname, 4, "table expected, got " .. typename(opts))
+    bad(4, "table expected, got " .. typename(opts))
   end
   opts = opts or {}
   local server_side = opts.server_side
   if server_side == nil then server_side = ctx:is_server() end
   if (server_side and true or false) ~= ctx:is_server() then
-    argerr(fname, 4, server_side
+    bad(4, server_side
       and "server_side needs a server context (server = true)"
       or "a client connection needs a client context")
   end
   local host = opts.server_hostname
   if host ~= nil and (type(host) ~= "string" or server_side) then
-    argerr(fname, 4, "server_hostname must be a string, for clients")
+    bad(4, "server_hostname must be a string, for clients")
   end
-  local hs = check_timeout(opts, "ssl_handshake_timeout", fname, 4)
-  local sd = check_timeout(opts, "ssl_shutdown_timeout", fname, 4)
+  if host ~= nil and host:find("\0", 1, true) then
+    bad(4, "server_hostname must be a string without zeros")
+  end
+  local hs = check_timeout(opts, "ssl_handshake_timeout", fname, 4, 4)
+  local sd = check_timeout(opts, "ssl_shutdown_timeout", fname, 4, 4)
   if not server_side and host == nil and ctx:check_hostname() then
-    argerr(fname, 4, "server_hostname is needed: the context checks host "
+    bad(4, "server_hostname is needed: the context checks host "
       .. "names")
   end
   if transport:is_closing() then
