@@ -91,13 +91,15 @@ int loom__pipe_server_name (lua_State *L, loom_srv_ud *su) {
 */
 static int loop_create_unix_connection (lua_State *L) {
   static const char fname[] = "create_unix_connection";
+  static const char *const keys[] = {"timeout", "ssl", "server_hostname",
+    "ssl_handshake_timeout", "ssl_shutdown_timeout", NULL};
   loom_loop *loop = loom__stream_checktask(L, fname);
   unixaddr ua;
   loom_conn *c;
   int fd, r = 0;
   loom__stream_checkcallable(L, 2);
   checkpath(L, 3, &ua);
-  loom__stream_checkopts(L, 4);
+  loom__stream_checkopts(L, 4, keys);
   if (loom__stream_hasssl(L, 4))
     return loom__stream_byname(L, "_tls_unix_connection");
   if (loom__stream_hastimeout(L, 4))
@@ -156,6 +158,9 @@ static int pipebind (lua_State *L, loom_lsn *s, const void *addr,
 */
 static int loop_create_unix_server (lua_State *L) {
   static const char fname[] = "create_unix_server";
+  static const char *const keys[] = {"backlog", "start_serving", "ssl",
+    "server_hostname", "ssl_handshake_timeout", "ssl_shutdown_timeout",
+    NULL};
   loom_loop *loop = loom__checkopen(L, 1, fname);
   unixaddr ua;
   struct stat st;
@@ -163,7 +168,7 @@ static int loop_create_unix_server (lua_State *L) {
   loom_srv_ud *su;
   loom__stream_checkcallable(L, 2);
   checkpath(L, 3, &ua);
-  loom__stream_checkopts(L, 4);
+  loom__stream_checkopts(L, 4, keys);
   if (loom__stream_hasssl(L, 4))
     return loom__stream_byname(L, "_tls_unix_server");
   lua_settop(L, 4);

@@ -126,7 +126,7 @@ typedef struct loom_srv_ud {
 
 /* stream.c: argument checks shared by the loop methods */
 void loom__stream_checkcallable(lua_State *L, int idx);
-void loom__stream_checkopts(lua_State *L, int idx);
+void loom__stream_checkopts(lua_State *L, int idx, const char *const keys[]);
 int loom__stream_hastimeout(lua_State *L, int idx);
 int loom__stream_hasssl(lua_State *L, int idx);
 int loom__stream_intask(lua_State *L, loom_loop *loop);

@@ -142,12 +142,15 @@ int loom__tcp_name (lua_State *L, uv_tcp_t *h, int peer) {
 */
 static int loop_create_connection (lua_State *L) {
   static const char fname[] = "create_connection";
+  static const char *const keys[] = {"local_addr", "timeout", "ssl",
+    "server_hostname", "ssl_handshake_timeout", "ssl_shutdown_timeout",
+    NULL};
   loom_loop *loop = loom__stream_checktask(L, fname);
   struct sockaddr_storage ss, local;
   int r, haslocal;
   loom_conn *c;
   loom__stream_checkcallable(L, 2);
-  loom__stream_checkopts(L, 5);
+  loom__stream_checkopts(L, 5, keys);
   if (loom__stream_hasssl(L, 5))
     return loom__stream_byname(L, "_tls_connection");
   r = checkaddr(L, 3, 4, 0, 1, &ss);
@@ -205,12 +208,15 @@ static int tcpbind (lua_State *L, loom_lsn *s, const void *addr, int flags) {
 */
 static int loop_create_server (lua_State *L) {
   static const char fname[] = "create_server";
+  static const char *const keys[] = {"backlog", "reuse_address",
+    "reuse_port", "start_serving", "ssl", "server_hostname",
+    "ssl_handshake_timeout", "ssl_shutdown_timeout", NULL};
   loom_loop *loop = loom__checkopen(L, 1, fname);
   struct sockaddr_storage ss[LOOM_MAXLSN];
   int backlog = 100, flags = 0, r = 0, i, n = 1;
   loom_srv_ud *su;
   loom__stream_checkcallable(L, 2);
-  loom__stream_checkopts(L, 5);
+  loom__stream_checkopts(L, 5, keys);
   if (loom__stream_hasssl(L, 5))
     return loom__stream_byname(L, "_tls_server");
   lua_settop(L, 5);

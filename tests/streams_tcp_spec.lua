@@ -635,8 +635,35 @@ describe("streams over TCP", function()
         contains("limit must be a positive integer",
           raised(loom.start_server, echo_lines, "127.0.0.1", 0, {limit = lim}))
       end
-      contains("create_connection", raised(loom.open_connection, "127.0.0.1", "x"))
-      contains("create_server", raised(loom.start_server, echo_lines, "127.0.0.1", -1))
+      -- the loop method's argument errors, named and numbered as the
+      -- function's, at the caller's line
+      contains("bad argument #2 to 'open_connection' (port number expected, got string)",
+        raised(loom.open_connection, "127.0.0.1", "x"))
+      contains("bad argument #3 to 'start_server'",
+        raised(loom.start_server, echo_lines, "127.0.0.1", -1))
+      local function err(f)
+        local ok, e = pcall(f)
+        assert.is_false(ok)
+        return e
+      end
+      local here = "^[^:]*streams_tcp_spec%.lua:%d+: "
+      assert.matches(here .. "bad argument #1 to 'open_connection' %(host expected, got nil%)",
+        err(function() loom.open_connection(nil, 80) end))
+      assert.matches(here .. "bad argument #2 to 'start_server' %(host contains an embedded zero%)",
+        err(function() loom.start_server(echo_lines, "a\0b", 0) end))
+      assert.matches(here .. "bad argument #1 to 'open_unix_connection' %(path is empty%)",
+        err(function() loom.open_unix_connection("") end))
+      assert.matches(here .. "bad argument #2 to 'start_unix_server' %(path is empty%)",
+        err(function() loom.start_unix_server(echo_lines, "") end))
+      -- a misspelt option is an error, as asyncio's unexpected keyword
+      assert.matches(here .. "bad argument #3 to 'open_connection' %(unknown option 'tiemout'%)",
+        err(function() loom.open_connection("127.0.0.1", 1, {tiemout = 5}) end))
+      assert.matches(here .. "bad argument #4 to 'start_server' %(unknown option 'backlg'%)",
+        err(function() loom.start_server(echo_lines, "127.0.0.1", 0, {backlg = 5}) end))
+      assert.matches(here .. "bad argument #2 to 'open_unix_connection' %(unknown option '1'%)",
+        err(function() loom.open_unix_connection("/nonexistent.sock", {5}) end))
+      assert.matches(here .. "bad argument #3 to 'start_unix_server' %(unknown option 'reuse_port'%)",
+        err(function() loom.start_unix_server(echo_lines, "/tmp/x.sock", {reuse_port = true}) end))
       contains("bad argument #1 to 'StreamReaderProtocol' (loom.StreamReader expected",
         raised(loom.StreamReaderProtocol, {}))
       contains("bad argument #2 to 'StreamReaderProtocol' (function expected",

@@ -622,7 +622,29 @@ describe("tcp", function()
       H.contains("function", H.raised(loop.create_server, loop, 42, "127.0.0.1", 0))
       H.contains("backlog", H.raised(loop.create_server, loop, f, "127.0.0.1", 0, {backlog = -1}))
       H.contains("table", H.raised(loop.create_server, loop, f, "127.0.0.1", 0, 5))
+      -- a misspelt option is an error (asyncio: unexpected keyword)
+      local function err(fn)
+        local ok, e = pcall(fn)
+        assert.is_false(ok)
+        return e
+      end
+      local here = "^[^:]*tcp_spec%.lua:%d+: "
+      assert.matches(here .. "bad argument #4 to 'create_server' %(unknown option 'reuse_adress'%)",
+        err(function() loop:create_server(f, "127.0.0.1", 0, {reuse_adress = true}) end))
+      assert.matches(here .. "bad argument #4 to 'create_connection' %(unknown option 'tiemout'%)",
+        err(function() loop:create_connection(proto, "127.0.0.1", 1, {tiemout = 1}) end))
+      assert.matches(here .. "bad argument #3 to 'create_unix_server' %(unknown option 'reuse_port'%)",
+        err(function() loop:create_unix_server(f, "/tmp/x.sock", {reuse_port = true}) end))
+      assert.matches(here .. "bad argument #3 to 'create_unix_connection' %(unknown option 'local_addr'%)",
+        err(function() loop:create_unix_connection(proto, "/tmp/x.sock", {local_addr = {}}) end))
+      -- every documented option is known
+      local all = loop:create_server(f, "127.0.0.1", 0, {backlog = 5,
+        reuse_address = true, reuse_port = true, start_serving = false})
+      assert.is_false(all:is_serving())
+      H.contains("(not serving)", tostring(all))
+      all:close()
       local server = loop:create_server(f, "127.0.0.1", 0)
+      H.contains("(serving)", tostring(server))
       local e = H.raised(loop.create_server, loop, f, "127.0.0.1", port_of(server))
       assert.are.equal("EADDRINUSE", e.code)
       local t = loop:create_connection(proto, "127.0.0.1", port_of(server))

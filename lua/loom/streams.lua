@@ -415,6 +415,25 @@ local function split_opts(opts, fname, argn)
   return limit, rest
 end
 
+-- via(fname, shift, pcall(loop.method, loop, ...)) in a function of
+-- this module that calls a loop method with its own arguments shifted by
+-- shift places: the method's results, or its error raised again at the
+-- line that called fname, an argument error numbered and named as
+-- fname's.
+local function via(fname, shift, ok, ...)
+  if ok then return ... end
+  local e = ...
+  if type(e) ~= "string" then error(e, 0) end
+  e = e:gsub("^[^:\n]*:%d+: ", "", 1)
+  local n, name, why = e:match("^bad argument #(%d+) to '([^']*)' (.*)$")
+  if n ~= nil then
+    -- '?': a C method called by pcall, which counts self as #1
+    n = tonumber(n) - shift - (name == "?" and 1 or 0)
+    e = ("bad argument #%d to '%s' %s"):format(n, fname, why)
+  end
+  error(e, 3)
+end
+
 -- open_connection(host, port, [opts]) -> reader, writer. Inside a task.
 -- Host may be a name (resolved with getaddrinfo, each address tried in
 -- turn); opts as create_connection's, plus limit.
@@ -424,8 +443,9 @@ function M.open_connection(host, port, opts)
   if loop == nil then error("open_connection: no running event loop", 2) end
   local reader = core._StreamReader(limit)
   local protocol = new_protocol(reader)
-  local transport = loop:create_connection(function() return protocol end,
-                                           host, port, copts)
+  local transport = via("open_connection", 1,
+    pcall(loop.create_connection, loop, function() return protocol end,
+          host, port, copts))
   return reader, new_writer(transport, protocol, reader)
 end
 
@@ -443,7 +463,9 @@ function M.start_server(cb, host, port, opts)
   local function factory()
     return new_protocol(core._StreamReader(limit), cb)
   end
-  return loop:create_server(factory, host, port, sopts)
+  local server = via("start_server", 0,
+    pcall(loop.create_server, loop, factory, host, port, sopts))
+  return server
 end
 
 -- open_unix_connection(path, [opts]) -> reader, writer. Inside a task.
@@ -455,8 +477,9 @@ function M.open_unix_connection(path, opts)
   end
   local reader = core._StreamReader(limit)
   local protocol = new_protocol(reader)
-  local transport = loop:create_unix_connection(
-    function() return protocol end, path, copts)
+  local transport = via("open_unix_connection", 1,
+    pcall(loop.create_unix_connection, loop, function() return protocol end,
+          path, copts))
   return reader, new_writer(transport, protocol, reader)
 end
 
@@ -472,7 +495,9 @@ function M.start_unix_server(cb, path, opts)
   local function factory()
     return new_protocol(core._StreamReader(limit), cb)
   end
-  return loop:create_unix_server(factory, path, sopts)
+  local server = via("start_unix_server", 0,
+    pcall(loop.create_unix_server, loop, factory, path, sopts))
+  return server
 end
 
 
