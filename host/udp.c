@@ -156,7 +156,7 @@ static int checkfamily (lua_State *L, int idx, const char *fname, int argno,
 ** allowed and ignored. Raises on anything else. [-0, +0, v]
 */
 static void checkaddr (lua_State *L, int idx, const char *fname, int argno,
-                       const char *what, int family,
+                       const char *what, int family, int dest,
                        struct sockaddr_storage *ss) {
   static const char *const keys[] = {"host", "port", "family", "scope_id",
                                      "socktype", "protocol", "canonname",
@@ -189,15 +189,18 @@ static void checkaddr (lua_State *L, int idx, const char *fname, int argno,
   if (fam == AF_UNSPEC)
     fam = family;
   switch (lua_getfield(L, idx, "port")) {
-    case LUA_TNIL: break;
+    case LUA_TNIL:
+      if (dest)  /* a destination: no port 0 to send to */
+        argerr(L, fname, argno, lua_pushfstring(L, "%s needs a port", what));
+      break;
     case LUA_TNUMBER:
       port = lua_tointegerx(L, -1, &isint);
       if (!isint)
         argerr(L, fname, argno, lua_pushfstring(L, "%s port must be an "
                "integer", what));
-      if (port < 0 || port > 65535)
+      if (port < dest || port > 65535)
         argerr(L, fname, argno, lua_pushfstring(L, "%s port out of range "
-               "(0..65535)", what));
+               "(%d..65535)", what, dest));
       break;
     default:
       argerr(L, fname, argno, lua_pushfstring(L, "%s port must be a number, "
@@ -206,6 +209,8 @@ static void checkaddr (lua_State *L, int idx, const char *fname, int argno,
   lua_pop(L, 1);
   switch (lua_getfield(L, idx, "host")) {
     case LUA_TNIL:
+      if (dest)
+        argerr(L, fname, argno, lua_pushfstring(L, "%s needs a host", what));
       host = fam == AF_INET6 ? "::" : "0.0.0.0";
       break;
     case LUA_TSTRING: {
@@ -628,16 +633,14 @@ static int loop_create_datagram_endpoint (lua_State *L) {
     broadcast = lua_toboolean(L, -1);
     lua_pop(L, 3);
     if (lua_getfield(L, 3, "local_addr") != LUA_TNIL) {
-      checkaddr(L, -1, fname, 2, "local_addr", family, &local);
+      checkaddr(L, -1, fname, 2, "local_addr", family, 0, &local);
       haslocal = 1;
       family = local.ss_family;
     }
     if (lua_getfield(L, 3, "remote_addr") != LUA_TNIL) {
-      checkaddr(L, -1, fname, 2, "remote_addr", family, &remote);
+      checkaddr(L, -1, fname, 2, "remote_addr", family, 1, &remote);
       hasremote = 1;
       family = remote.ss_family;
-      if (((struct sockaddr_in *)&remote)->sin_port == 0)
-        argerr(L, fname, 2, "remote_addr port must not be 0");
     }
     lua_pop(L, 2);
   }
@@ -743,7 +746,7 @@ static int transport_sendto (lua_State *L) {
     luaL_typeerror(L, 2, "string");
   data = lua_tolstring(L, 2, &len);
   if (!lua_isnil(L, 3)) {
-    checkaddr(L, 3, fname, 2, "address", AF_UNSPEC, &ss);
+    checkaddr(L, 3, fname, 2, "address", AF_UNSPEC, 1, &ss);
     to = (const struct sockaddr *)&ss;
   }
   if (u->closing || (ep = u->ep) == NULL)

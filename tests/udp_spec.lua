@@ -414,7 +414,10 @@ describe("bad input", function()
     H.contains("family must be", err_of(loop, { family = "ipx" }))
     H.contains("family does not match", err_of(loop, { family = "inet6", local_addr = { host = "127.0.0.1", family = "inet" } }))
     H.contains("not a numeric IPv6", err_of(loop, { family = "inet6", local_addr = { host = "127.0.0.1" } }))
-    H.contains("remote_addr port must not be 0", err_of(loop, { remote_addr = { host = "127.0.0.1" } }))
+    H.contains("remote_addr needs a port", err_of(loop, { remote_addr = { host = "127.0.0.1" } }))
+    H.contains("remote_addr port out of range (1..65535)",
+      err_of(loop, { remote_addr = { host = "127.0.0.1", port = 0 } }))
+    H.contains("remote_addr needs a host", err_of(loop, { remote_addr = { port = 9 } }))
     H.contains("function expected", H.raised(loop.create_datagram_endpoint, loop, 42))
     H.contains("options table expected", H.raised(loop.create_datagram_endpoint, loop, function() end, 3))
     H.contains("must be an address table", err_of(loop, { local_addr = "127.0.0.1:0" }))
@@ -442,6 +445,14 @@ describe("bad input", function()
     local t = loop:create_datagram_endpoint(function() return {} end, { local_addr = LOCAL4 })
     H.contains("string expected", H.raised(t.sendto, t, 42, LOCAL4))
     H.contains("address required", H.raised(t.sendto, t, "x"))
+    -- a destination needs a host and a port (not 0): said at the call,
+    -- not later by error_received
+    H.contains("bad argument #2 to 'sendto' (address needs a port)",
+      H.raised(t.sendto, t, "x", {}))
+    H.contains("address needs a host", H.raised(t.sendto, t, "x", { port = 9 }))
+    H.contains("address needs a port", H.raised(t.sendto, t, "x", { host = "127.0.0.1" }))
+    H.contains("address port out of range (1..65535)",
+      H.raised(t.sendto, t, "x", { host = "127.0.0.1", port = 0 }))
     H.contains("NUL", H.raised(t.sendto, t, "x", { host = "127.0.0.1\0", port = 9 }))
     H.contains("not a numeric", H.raised(t.sendto, t, "x", { host = "example.com", port = 9 }))
     H.contains("DatagramTransport expected", H.raised(t.sendto, {}, "x"))
