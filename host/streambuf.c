@@ -588,7 +588,7 @@ static int streamreader_exception (lua_State *L) {
 */
 static int streamreader_set_transport (lua_State *L) {
   streamreader *s = checkreader(L);
-  if (lua_isnoneornil(L, 2))
+  if (lua_type(L, 2) != LUA_TTABLE && lua_type(L, 2) != LUA_TUSERDATA)
     return luaL_error(L, "bad argument #1 to 'set_transport' (transport "
                       "expected, got %s)", luaL_typename(L, 2));
   if (lua_getiuservalue(L, 1, SR_UV_TRANSPORT) != LUA_TNIL)

@@ -56,6 +56,8 @@ describe("StreamReader construction", function()
     contains("limit must be an integer", raised(StreamReader, { limit = "9" }))
     contains("'StreamReader' (table expected, got number)",
       raised(StreamReader, 5))
+    contains("'StreamReader' (unknown option 'limt')",
+      raised(StreamReader, { limt = 10 }))
   end)
 
   it("checks self", function()
@@ -681,6 +683,8 @@ describe("StreamReader flow control", function()
     contains("transport already set", raised(r.set_transport, r, fake()))
     contains("'set_transport' (transport expected, got no value)",
       raised(r.set_transport, StreamReader()))
+    contains("'set_transport' (transport expected, got number)",
+      raised(r.set_transport, StreamReader(), 42))
   end)
 
   it("resumes a paused transport when a read must wait", function()

@@ -670,6 +670,9 @@ describe("streams over TCP", function()
         raised(loom.StreamReaderProtocol, loom.StreamReader(), 5))
       contains("bad argument #1 to 'StreamWriter' (transport expected",
         raised(loom.StreamWriter))
+      contains("bad argument #1 to 'StreamWriter' (transport expected, got string)",
+        raised(loom.StreamWriter, "a\0b",
+               loom.StreamReaderProtocol(loom.StreamReader())))
       contains("bad argument #2 to 'StreamWriter' (loom.StreamReaderProtocol expected",
         raised(loom.StreamWriter, {}, {}))
       local server = loom.start_server(echo_lines, "127.0.0.1", 0)

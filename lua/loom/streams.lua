@@ -46,6 +46,12 @@ function M.StreamReader(opts)
       error("bad argument #1 to 'StreamReader' (table expected, got "
         .. type(opts) .. ")", 2)
     end
+    for k in pairs(opts) do
+      if k ~= "limit" then
+        error(("bad argument #1 to 'StreamReader' (unknown option '%s')")
+          :format(tostring(k)), 2)
+      end
+    end
     limit = opts.limit
   end
   return core._StreamReader(limit)
@@ -242,8 +248,10 @@ end
 
 -- StreamWriter(transport, protocol, [reader]).
 function M.StreamWriter(transport, protocol, reader)
-  if transport == nil then
-    error("bad argument #1 to 'StreamWriter' (transport expected, got nil)", 2)
+  local tty = type(transport)
+  if tty ~= "table" and tty ~= "userdata" then
+    error(("bad argument #1 to 'StreamWriter' (transport expected, got %s)")
+      :format(typename(transport)), 2)
   end
   if getmetatable(protocol) ~= Protocol then
     error(("bad argument #2 to 'StreamWriter' (loom.StreamReaderProtocol "
