@@ -111,7 +111,10 @@ static int checksignal (lua_State *L, int idx, const char *fname, int argno,
   if (lua_type(L, idx) == LUA_TSTRING) {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
-    int sig = strlen(s) == len ? signum_of(s, len) : 0;
+    int sig;
+    if (strlen(s) != len)
+      argerr(L, fname, argno, "signal name contains a zero byte");
+    sig = signum_of(s, len);
     if (sig == 0)
       argerr(L, fname, argno, lua_pushfstring(L, "unknown signal name '%s'",
                                             s));

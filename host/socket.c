@@ -111,6 +111,8 @@ static const struct sockopt *checkopt (lua_State *L) {
   size_t len;
   const char *name = luaL_checklstring(L, 2, &len);
   int i;
+  if (strlen(name) != len)
+    luaL_argerror(L, 2, "socket option name contains a zero byte");
   for (i = 0; sockopts[i].name != NULL; i++)
     if (strlen(sockopts[i].name) == len && strcmp(sockopts[i].name, name) == 0)
       return &sockopts[i];
