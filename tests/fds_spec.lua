@@ -399,6 +399,11 @@ describe("wait_readable and wait_writable", function()
     local r = pipe()
     H.contains("bad argument #1 to 'wait_readable'",
       H.raised(loom.wait_readable, -1))
+    -- past a C int: still wait_readable's error, not an inner function's
+    H.contains("bad argument #1 to 'wait_readable' (file descriptor",
+      H.raised(loom.wait_readable, 2^53))
+    H.contains("bad argument #1 to 'wait_writable' (file descriptor",
+      H.raised(loom.wait_writable, 2^31))
     H.contains("bad argument #1 to 'wait_writable'",
       H.raised(loom.wait_writable, "3"))
     H.contains("wait_readable: no running event loop",

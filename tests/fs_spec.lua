@@ -743,6 +743,8 @@ describe("loop:sendfile", function()
       H.contains("bad argument #2 to 'sendfile' (loom.File or file descriptor expected, got -1)",
         err(t, -1))
       H.contains("got string", err(t, "f"))
+      H.contains("bad argument #2 to 'sendfile' (loom.File or file descriptor expected, got "
+        .. math.maxinteger .. ")", err(t, math.maxinteger))
       H.contains("bad argument #3 to 'sendfile' (offset must be an integer >= 0)", err(t, f, -1))
       H.contains("offset must be", err(t, f, 1.5))
       H.contains("bad argument #4 to 'sendfile' (count must be an integer > 0)", err(t, f, 0, 0))

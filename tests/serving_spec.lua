@@ -99,6 +99,8 @@ describe("serve_forever", function()
       assert.are.equal("returned", task:await())
       H.contains("serve_forever: the server is closed",
                  H.raised(server.serve_forever, server))
+      H.contains("bad argument #1 to 'serve_forever' (loom.Server expected, got nil)",
+                 H.raised(server.serve_forever, nil))
     end)
   end)
 

@@ -647,6 +647,9 @@ describe("streams over TCP", function()
         return e
       end
       local here = "^[^:]*streams_tcp_spec%.lua:%d+: "
+      assert.matches(here .. "bad argument #1 to 'get_extra_info' %(string expected, got nil%)",
+        err(function() loom.StreamWriter({}, loom.StreamReaderProtocol(
+          loom.StreamReader())):get_extra_info(nil) end))
       assert.matches(here .. "bad argument #1 to 'open_connection' %(host expected, got nil%)",
         err(function() loom.open_connection(nil, 80) end))
       assert.matches(here .. "bad argument #2 to 'start_server' %(host contains an embedded zero%)",

@@ -19,7 +19,7 @@ end
 local function waiter(name, add, remove)
   return function(fd)
     local ifd = mtype(fd) == "float" and math.tointeger(fd) or fd
-    if mtype(ifd) ~= "integer" or ifd < 0 then
+    if mtype(ifd) ~= "integer" or ifd < 0 or ifd > 0x7fffffff then
       error(("bad argument #1 to '%s' (file descriptor (non-negative integer) "
         .. "expected, got %s)"):format(name, type(fd) == "number"
           and tostring(fd) or type(fd)), 2)

@@ -310,7 +310,8 @@ local function sendfile(loop, transport, file, offset, count, opts)
   if typename(transport) ~= "loom.TCPTransport" then
     argerror("sendfile", 1, "stream transport expected, got " .. typename(transport), 2)
   end
-  if typename(file) ~= "loom.File" and not (mtype(file) == "integer" and file >= 0) then
+  if typename(file) ~= "loom.File"
+      and not (mtype(file) == "integer" and file >= 0 and file <= 0x7fffffff) then
     argerror("sendfile", 2, "loom.File or file descriptor expected, got "
       .. (type(file) == "number" and tostring(file) or typename(file)), 2)
   end

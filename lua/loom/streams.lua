@@ -334,7 +334,12 @@ function Writer:is_closing()
 end
 
 function Writer:get_extra_info(name, default)
-  return checkw(self, "get_extra_info"):get_extra_info(name, default)
+  local transport = checkw(self, "get_extra_info")
+  if type(name) ~= "string" then
+    error(("bad argument #1 to 'get_extra_info' (string expected, got %s)")
+      :format(typename(name)), 2)
+  end
+  return transport:get_extra_info(name, default)
 end
 
 function Writer:wait_closed()
@@ -645,6 +650,10 @@ local CancelledError = require("loom.errors").CancelledError
 -- awaiting it closes the server (its listening sockets: connections
 -- already accepted stay open) and the cancellation goes on.
 local function serve_forever(server)
+  if typename(server) ~= "loom.Server" then
+    error(("bad argument #1 to 'serve_forever' (loom.Server expected, got %s)")
+      :format(typename(server)), 2)
+  end
   if #server:sockets() == 0 then
     error("serve_forever: the server is closed", 2)
   end
