@@ -65,6 +65,39 @@ describe("new_event_loop", function()
       errof(loom.new_event_loop, 5):match("bad argument.*"))
   end)
 
+  it("rejects an unknown option and a bad virtual_time, at the caller's line", function()
+    local function err(f)
+      local ok, e = pcall(f)
+      assert.is_false(ok)
+      return e
+    end
+    assert.matches("^[^:]*loop_spec%.lua:%d+: bad argument #1 to 'new_event_loop' "
+      .. "%(unknown option 'virtual'%)",
+      err(function() loom.new_event_loop { virtual = true } end))
+    assert.matches("^[^:]*loop_spec%.lua:%d+: bad argument #1 to 'new_event_loop' "
+      .. "%(virtual_time must be true, false or \"manual\"%)",
+      err(function() loom.new_event_loop { virtual_time = "" } end))
+  end)
+
+  it("loom.Future([loop]) checks its loop", function()
+    local function err(f)
+      local ok, e = pcall(f)
+      assert.is_false(ok)
+      return e
+    end
+    local here = "^[^:]*loop_spec%.lua:%d+: "
+    assert.matches(here .. "bad argument #1 to 'Future' %(loom.Loop expected, got boolean%)",
+      err(function() loom.Future(true) end))
+    assert.matches(here .. "Future: no running event loop",
+      err(function() loom.Future() end))
+    local closed = loom.new_event_loop()
+    closed:close()
+    assert.matches(here .. "Future: event loop is closed",
+      err(function() loom.Future(closed) end))
+    local loop = H.loop()
+    assert.are.equal(loop, loom.Future(loop):get_loop())
+  end)
+
   it("takes opts.debug", function()
     assert.is_true(H.loop { debug = true }:get_debug())
     assert.is_false(H.loop():get_debug())

@@ -46,9 +46,22 @@ loom._errtext = errtext
 local current_loop -- the loop set with set_event_loop
 
 function loom.new_event_loop(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #1 to 'new_event_loop' (table expected, got "
-      .. type(opts) .. ")", 2)
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error("bad argument #1 to 'new_event_loop' (table expected, got "
+        .. type(opts) .. ")", 2)
+    end
+    for k in pairs(opts) do
+      if k ~= "virtual_time" and k ~= "debug" then
+        error(("bad argument #1 to 'new_event_loop' (unknown option '%s')")
+          :format(tostring(k)), 2)
+      end
+    end
+    local vt = opts.virtual_time
+    if vt ~= nil and type(vt) ~= "boolean" and vt ~= "manual" then
+      error("bad argument #1 to 'new_event_loop' (virtual_time must be "
+        .. "true, false or \"manual\")", 2)
+    end
   end
   return core.new_loop(opts)
 end
@@ -101,7 +114,15 @@ end
 loom.Task = core.new_task
 
 function loom.Future(loop)
-  return (loop or core.get_running_loop()):create_future()
+  if loop == nil then
+    loop = core._get_running_loop()
+    if loop == nil then error("Future: no running event loop", 2) end
+  elseif typename(loop) ~= "loom.Loop" then
+    error(("bad argument #1 to 'Future' (loom.Loop expected, got %s)")
+      :format(typename(loop)), 2)
+  end
+  if loop:is_closed() then error("Future: event loop is closed", 2) end
+  return loop:create_future()
 end
 
 -- The composition layer: each module returns a table of public names.
