@@ -71,6 +71,20 @@ describe("task:get_stack", function()
       H.contains("No stack for <Task", out2.text())
       H.contains("boom", out2.text())
       H.contains("loom.Task expected", H.raised(t.print_stack, {}))
+      -- bad limit and file: errors of print_stack and print_tasks, at
+      -- the caller's line
+      local function err(fn)
+        local ok, e = pcall(fn)
+        assert.is_false(ok)
+        return e
+      end
+      local here = "^[^:]*introspect_spec%.lua:%d+: "
+      assert.matches(here .. "bad argument #1 to 'print_stack' %(limit must be an "
+        .. "integer >= 0, got boolean%)", err(function() t:print_stack(true) end))
+      assert.matches(here .. "bad argument #2 to 'print_stack' %(file expected, got "
+        .. "number%)", err(function() t:print_stack(nil, 0) end))
+      assert.matches(here .. "bad argument #2 to 'print_tasks' %(file expected, got "
+        .. "boolean%)", err(function() loom.print_tasks(nil, true) end))
     end)
   end)
 end)

@@ -25,6 +25,22 @@ function M._label(fut, text)
 end
 
 local function isloop(x) return getmetatable(x) == reg[LOOP] end
+
+-- The file argument argn of fname: nil (io.stderr) or something with a
+-- write method (a file, or a table that collects).
+local function checkfile(fname, file, argn)
+  if file == nil then return io.stderr end
+  local ty, ok, write = type(file), false, nil
+  if ty == "table" or ty == "userdata" then
+    ok, write = pcall(function() return file.write end)
+  end
+  if not ok or (type(write) ~= "function"
+                and not (getmetatable(write) or {}).__call) then
+    error(("bad argument #%d to '%s' (file expected, got %s)")
+      :format(argn, fname, typename(file)), 3)
+  end
+  return file
+end
 local function istask(x) return getmetatable(x) == reg[TASK] end
 
 -- The loop argument at position n of fname: given, or the running one.
@@ -133,7 +149,7 @@ end
 -- io.stderr). Returns the number of pending tasks.
 function M.print_tasks(loop, file)
   loop = checkloop("print_tasks", loop, 1)
-  file = file or io.stderr
+  file = checkfile("print_tasks", file, 2)
   local roots = M.task_tree(loop)
   local lines = render(roots, {})
   local n = #lines
@@ -149,7 +165,12 @@ local function print_stack(task, limit, file)
     error(("bad argument #1 to 'print_stack' (loom.Task expected, got %s)")
       :format(typename(task)), 2)
   end
-  file = file or io.stderr
+  if limit ~= nil and (math.type(limit) ~= "integer" or limit < 0) then
+    error(("bad argument #1 to 'print_stack' (limit must be an integer >= "
+      .. "0, got %s)"):format(type(limit) == "number" and tostring(limit)
+        or typename(limit)), 2)
+  end
+  file = checkfile("print_stack", file, 2)
   local frames = task:get_stack(limit)
   local out = {}
   if #frames == 0 then
