@@ -36,6 +36,14 @@ describe("error classes", function()
         assert.is_true(cls:is(e))
       end)
 
+      it("Class(msg, fields) takes a table of fields, nothing else", function()
+        assert.equal(7, cls("m", { extra = 7 }).extra)
+        local ok, e = pcall(function() local _ = cls("m", true) end)
+        assert.is_false(ok)
+        assert.matches("^[^:]*errors_spec%.lua:%d+: bad argument #2 to '" .. name
+          .. "' %(table expected, got boolean%)", e)
+      end)
+
       it("tostring reads 'Name: message', or just 'Name' with no message", function()
         assert.equal(name .. ": bad thing", tostring(cls("bad thing")))
         assert.equal(name, tostring(cls()))

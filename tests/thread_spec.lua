@@ -390,6 +390,8 @@ describe("loop:run_in_executor", function()
       local f = loop:run_in_executor(nil, function()
         local t = os.clock() while os.clock() - t < 0.02 do end return "done"
       end)
+      contains("bad argument #1 to 'shutdown_default_executor' (loom.Loop expected, got nil)",
+        raised(loop.shutdown_default_executor, nil))
       loop:shutdown_default_executor()
       assert.is_true(f:done() or true)
       assert.are.equal("done", f:await())

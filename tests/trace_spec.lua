@@ -139,7 +139,8 @@ describe("loom.trace", function()
     H.contains("bad argument #1 to 'start' (string expected, got nil)",
                H.raised(loom.trace.start))
     H.contains("trace.start: ", H.raised(loom.trace.start, "/nonexistent/dir/t.json"))
-    H.contains("zero byte", H.raised(loom.trace.start, "a\0b"))
+    H.contains("bad argument #1 to 'start' (path contains a zero byte)",
+               H.raised(loom.trace.start, "a\0b"))
   end)
 
   if H.mode ~= "exe" then return end

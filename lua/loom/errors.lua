@@ -26,6 +26,10 @@ local function class(name, parent)
     __index = parent,
     __call = function(c, msg, fields)
       local e = {}
+      if fields ~= nil and type(fields) ~= "table" then
+        error(("bad argument #2 to '%s' (table expected, got %s)")
+          :format(name, type(fields)), 2)
+      end
       if fields ~= nil then
         for k, v in pairs(fields) do e[k] = v end
       end
@@ -60,6 +64,10 @@ class("SSLCertVerificationError", SSLError)
 local EG = class("ExceptionGroup", Error)
 -- ExceptionGroup(msg, errors): .errors is the list of errors it carries.
 getmetatable(EG).__call = function(c, msg, errs)
+  if errs ~= nil and type(errs) ~= "table" then
+    error(("bad argument #2 to 'ExceptionGroup' (table expected, got %s)")
+      :format(type(errs)), 2)
+  end
   local e = setmetatable({ message = msg, errors = errs or {} }, c)
   if type(errs) == "table" and errs.errors == nil and #errs == 0 then
     for k, v in pairs(errs) do e[k] = v end

@@ -43,6 +43,10 @@ end
 -- awaits, outside a running loop it blocks). Later run_in_executor(nil)
 -- calls are refused, as in asyncio.
 core.interpose("loom.Loop", "shutdown_default_executor", function(loop)
+  if getmetatable(loop) ~= debug.getregistry()["loom.Loop"] then
+    error(("bad argument #1 to 'shutdown_default_executor' (loom.Loop "
+      .. "expected, got %s)"):format(type(loop)), 2)
+  end
   local ex = core._default_executor(loop)
   core._forget_default_executor(loop)
   if ex ~= nil then ex:shutdown(true) end

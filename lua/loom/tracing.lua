@@ -14,6 +14,9 @@ function trace.start(path)
     error(("bad argument #1 to 'start' (string expected, got %s)")
       :format(type(path)), 2)
   end
+  if path:find("\0", 1, true) then
+    error("bad argument #1 to 'start' (path contains a zero byte)", 2)
+  end
   local ok, err = core._trace_start(path)
   if not ok then error("trace.start: " .. tostring(err), 2) end
   return true
