@@ -232,15 +232,15 @@ end
 -- mkdir(path, [opts]) -> true: opts.mode (default 0777 less the umask),
 -- opts.parents (as mkdir -p).
 function fs.mkdir(path, opts)
-  if opts == nil or (type(opts) == "table" and not opts.parents) then
-    local r = C.mkdir(path, opts)
-    return r
-  end
   checkpath("mkdir", 1, path)
   opts = checkopts("mkdir", 2, opts, { mode = true, parents = true })
   if opts.mode ~= nil then checkperm("mkdir", 2, opts.mode) end
-  if type(opts.parents) ~= "boolean" then
+  if opts.parents ~= nil and type(opts.parents) ~= "boolean" then
     argerror("mkdir", 2, "parents must be a boolean, got " .. typename(opts.parents), 2)
+  end
+  if not opts.parents then
+    local r = C.mkdir(path, opts)
+    return r
   end
   checkloop("mkdir")
   makedirs(path, opts.mode)
@@ -250,6 +250,7 @@ end
 -- scandir(path) -> iterator of name, type: the entries of the directory
 -- (without "." and ".."), sorted by name, read in one request.
 function fs.scandir(path)
+  checkpath("scandir", 1, path)
   local names, types = C.scandir(path)
   local i = 0
   return function()
