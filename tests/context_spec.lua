@@ -15,6 +15,17 @@ describe("ContextVar", function()
     assert.equal(nil, loom.ContextVar("n", nil):get())
   end)
 
+  it("its methods check self, at the caller's line", function()
+    local v = loom.ContextVar("v")
+    for _, c in ipairs { { "get", nil, "nil" }, { "set", {}, "table" },
+                         { "reset", 5, "number" } } do
+      local ok, e = pcall(function() v[c[1]](c[2], 1) end)
+      assert.is_false(ok)
+      assert.matches("^[^:]*context_spec%.lua:%d+: bad argument #1 to '" .. c[1]
+        .. "' %(loom.ContextVar expected, got " .. c[3] .. "%)", e)
+    end
+  end)
+
   it("set returns a token and reset restores the old value, once", function()
     local v = loom.ContextVar("v", "d")
     H.run(function()

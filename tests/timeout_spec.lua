@@ -362,6 +362,20 @@ describe("timeout", function()
   end)
 
   describe("reschedule", function()
+    it("when, expired and reschedule check self, at the caller's line", function()
+      local loop = H.loop()
+      loop:run_until_complete(function()
+        local t <close> = loom.timeout(100)
+        for _, c in ipairs { { "when", nil, "nil" }, { "expired", 5, "number" },
+                             { "reschedule", {}, "table" } } do
+          local ok, e = pcall(function() t[c[1]](c[2], 1) end)
+          assert.is_false(ok)
+          assert.matches("^[^:]*timeout_spec%.lua:%d+: bad argument #1 to '"
+            .. c[1] .. "' %(loom.Timeout expected, got " .. c[3] .. "%)", e)
+        end
+      end)
+    end)
+
     it("moves the deadline later, earlier, or away", function()
       local loop = H.loop()
       local trace, add = H.tracer()

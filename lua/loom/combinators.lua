@@ -10,6 +10,7 @@
 
 local core = require "loom.core"
 local iscallable = require("loom.util").callable
+local typename = require("loom.util").typename
 local errors = require "loom.errors"
 
 local CancelledError = errors.CancelledError
@@ -450,13 +451,23 @@ local function on_timeout(self)
   self._handle = nil
 end
 
+-- Raises the bad-self error of method fname at the caller's line.
+local function checktimeout(self, fname)
+  if getmetatable(self) ~= Timeout then
+    error(("bad argument #1 to '%s' (loom.Timeout expected, got %s)")
+      :format(fname, typename(self)), 3)
+  end
+end
+
 -- t:when() -> the deadline (loop time), or nil for none.
 function Timeout:when()
+  checktimeout(self, "when")
   return self._when
 end
 
 -- t:expired() -> whether the deadline passed while the scope was active.
 function Timeout:expired()
+  checktimeout(self, "expired")
   local s = self._state
   return s == "expiring" or s == "expired"
 end
@@ -479,6 +490,7 @@ end
 -- t:reschedule(when): a new deadline (loop time; nil for none), while the
 -- scope is active and has not expired.
 function Timeout:reschedule(when)
+  checktimeout(self, "reschedule")
   checkwhen("reschedule", 1, when, 2)
   if self._state ~= "active" then
     error(("reschedule: cannot change the deadline of a%s Timeout")

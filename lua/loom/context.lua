@@ -42,9 +42,20 @@ local function new(_, name, ...)
   return v
 end
 
+-- Raises the bad-self error of method fname at the caller's line.
+local function checkself(self, fname)
+  if getmetatable(self) ~= ContextVar then
+    local t = type(self)
+    error(("bad argument #1 to '%s' (loom.ContextVar expected, got %s)")
+      :format(fname, t == "table" and (getmetatable(self) or {}).__name or t),
+      3)
+  end
+end
+
 -- var:get([default]): the value in the current context, else default,
 -- else the variable's default; an error when there is none.
 function ContextVar:get(...)
+  checkself(self, "get")
   local ctx = current(false)
   local v = ctx and ctx[self]
   if v ~= nil then
@@ -58,6 +69,7 @@ end
 
 -- var:set(value) -> token: sets the value in the current context only.
 function ContextVar:set(value)
+  checkself(self, "set")
   local ctx = current(true)
   local token = { var = self, old = ctx[self], ctx = ctx }
   if value == nil then value = NIL end
@@ -68,6 +80,7 @@ end
 -- var:reset(token): restores the value the variable had before the set
 -- that made the token; once per token, in the same context.
 function ContextVar:reset(token)
+  checkself(self, "reset")
   if type(token) ~= "table" or token.var ~= self then
     error("bad argument #1 to 'reset' (token of this ContextVar expected)", 2)
   end
