@@ -354,6 +354,11 @@ describe("gather", function()
           "bad argument #1 to 'gather' (item 2: loom.Future or loom.Task or function expected, got number)")
         assert.has_error(function() loom.gather({ function() end }, 5) end,
           "bad argument #2 to 'gather' (options table expected, got number)")
+        -- a misspelt option is an error, in both forms
+        assert.has_error(function() loom.gather({ function() end }, { return_exception = true }) end,
+          "bad argument #2 to 'gather' (unknown option 'return_exception')")
+        assert.has_error(function() loom.gather(function() end, function() end, { bogus = 1 }) end,
+          "bad argument #3 to 'gather' (unknown option 'bogus')")
         assert.has_error(function() loom.gather({ function() end }, {}, {}) end)
       end)
     end)
@@ -531,6 +536,8 @@ describe("wait", function()
         "bad argument #2 to 'wait' (invalid return_when value: SOMETIME)")
       assert.has_error(function() loom.wait({ t }, 5) end,
         "bad argument #2 to 'wait' (options table expected, got number)")
+      assert.has_error(function() loom.wait({ t }, { timeot = 1 }) end,
+        "bad argument #2 to 'wait' (unknown option 'timeot')")
       t:await()
     end)
     local other = H.loop():create_future()
@@ -687,6 +694,8 @@ describe("as_completed", function()
         "bad argument #2 to 'as_completed' (timeout is negative)")
       assert.has_error(function() loom.as_completed({ t }, true) end,
         "bad argument #2 to 'as_completed' (options table expected, got boolean)")
+      assert.has_error(function() loom.as_completed({ t }, { tmeout = 1 }) end,
+        "bad argument #2 to 'as_completed' (unknown option 'tmeout')")
       t:await()
     end)
     assert.has_error(function() loom.as_completed({}) end,

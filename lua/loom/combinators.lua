@@ -57,6 +57,17 @@ local function argerror(fname, n, msg, level)
   error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), level + 1)
 end
 
+-- opts (a table) holds only the keys of allowed; level as argerror's,
+-- for the function that calls this one.
+local function checkkeys(fname, n, opts, allowed, level)
+  for k in pairs(opts) do
+    if not allowed[k] then
+      argerror(fname, n, ("unknown option '%s'"):format(tostring(k)),
+               level + 1)
+    end
+  end
+end
+
 -- A plain table: a list or an options table (no metatable).
 local function isplain(x)
   return type(x) == "table" and getmetatable(x) == nil
@@ -220,6 +231,10 @@ function M.gather(...)
       n = n - 1
     end
   end
+  if opts ~= nil then
+    checkkeys("gather", aslist and 2 or n + 1, opts,
+              { return_exceptions = true }, 2)
+  end
   local return_exceptions = opts ~= nil and opts.return_exceptions and true
     or false
   local loop = intask("gather", 2)
@@ -257,6 +272,7 @@ function M.wait(fs, opts)
     argerror("wait", 2, "options table expected, got " .. type(opts), 2)
   end
   opts = opts or {}
+  checkkeys("wait", 2, opts, { timeout = true, return_when = true }, 2)
   local timeout = checkdelay("wait", 2, "timeout", opts.timeout, 2)
   local return_when = opts.return_when
   if return_when == nil then return_when = "ALL_COMPLETED" end
@@ -322,6 +338,7 @@ function M.as_completed(fs, opts)
   if opts ~= nil and not isplain(opts) then
     argerror("as_completed", 2, "options table expected, got " .. type(opts), 2)
   end
+  if opts ~= nil then checkkeys("as_completed", 2, opts, { timeout = true }, 2) end
   local timeout = checkdelay("as_completed", 2, "timeout",
     opts and opts.timeout, 2)
   local loop = intask("as_completed", 2)
