@@ -1078,17 +1078,41 @@ static int streamreader_try_readline (lua_State *L) {
 */
 enum { B_WRITER = 1, B_READER, B_LUA, B_NUPVALUES = B_LUA };
 
+/* Continuation of bound_lua. An error message the Lua method raised
+** (with its own position, or none when it aimed at this closure's
+** caller, which a level cannot reach from there) is raised again with
+** the position of the line that called the closure; error values that
+** are not strings go on as they are. */
 static int bound_k (lua_State *L, int status, lua_KContext ctx) {
-  (void)L; (void)status; (void)ctx;
-  return 0;
+  lua_Debug ar;
+  const char *msg, *p;
+  size_t n;
+  (void)ctx;
+  if (status == LUA_OK || status == LUA_YIELD)
+    return 0;
+  if (lua_type(L, -1) != LUA_TSTRING)
+    return lua_error(L);
+  msg = lua_tostring(L, -1);
+  lua_pushvalue(L, lua_upvalueindex(B_LUA));
+  lua_getinfo(L, ">S", &ar);
+  n = strlen(ar.short_src);
+  if (strncmp(msg, ar.short_src, n) == 0 && msg[n] == ':'
+      && (p = strstr(msg + n + 1, ": ")) != NULL)
+    msg = p + 2;  /* without the method's own position */
+  luaL_where(L, 1);
+  lua_pushstring(L, msg);
+  lua_concat(L, 2);
+  return lua_error(L);
 }
 
 /* Calls the Lua method with the arguments on the stack. */
 static int bound_lua (lua_State *L) {
+  int status;
   lua_pushvalue(L, lua_upvalueindex(B_LUA));
   lua_insert(L, 1);
-  lua_callk(L, lua_gettop(L) - 1, 0, 0, bound_k);   /* drain may wait */
-  return 0;
+  /* drain may wait: bound_k goes on after the yield */
+  status = lua_pcallk(L, lua_gettop(L) - 1, 0, 0, 0, bound_k);
+  return bound_k(L, status, 0);
 }
 
 /* Whether self is the writer of the closure. */

@@ -536,6 +536,19 @@ describe("streams over TCP", function()
           assert.matches("^[^:]*streams_tcp_spec%.lua:%d+: write%a*: cannot "
             .. "write after write_eof", e)
         end
+        -- errors of the Lua methods behind the C fast paths: at the
+        -- caller's line too
+        for _, c in ipairs{{function() w.write(nil, "x") end, "write", "nil"},
+                           {function() w.drain({}) end, "drain", "table"}} do
+          local ok, e = pcall(c[1])
+          assert.is_false(ok)
+          assert.matches("^[^:]*streams_tcp_spec%.lua:%d+: bad argument #1 to '"
+            .. c[2] .. "' %(loom.StreamWriter expected, got " .. c[3] .. "%)", e)
+        end
+        local okb, eb = pcall(function() w:write(loom.Buffer(2)) end)
+        assert.is_false(okb)
+        assert.matches("^[^:]*streams_tcp_spec%.lua:%d+: write: cannot write "
+          .. "after write_eof", eb)
         local ok, e = pcall(function() w:writelines({"a", 5}) end)
         assert.is_false(ok)
         assert.matches("^[^:]*streams_tcp_spec%.lua:%d+: bad argument #1 "
