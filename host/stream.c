@@ -1375,14 +1375,30 @@ int loom__stream_intask (lua_State *L, loom_loop *loop) {
 ** numeric addresses, or applying a timeout), and returns its results.
 ** Awaits.
 */
+/* Continuation of loom__stream_byname: the results, or the error. An
+** argument error of the Lua method (raised without a position, as it
+** cannot tell how deep it is called) gets the position of the line that
+** called the loop method. */
+static int byname_k (lua_State *L, int status, lua_KContext ctx) {
+  if (status != LUA_OK && status != LUA_YIELD) {
+    if (lua_type(L, -1) == LUA_TSTRING
+        && strncmp(lua_tostring(L, -1), "bad argument #", 14) == 0) {
+      luaL_where(L, 1);
+      lua_insert(L, -2);
+      lua_concat(L, 2);
+    }
+    return lua_error(L);
+  }
+  return lua_gettop(L) - (int)ctx;
+}
+
 int loom__stream_byname (lua_State *L, const char *method) {
   lua_settop(L, 5);
   if (lua_getfield(L, 1, method) == LUA_TNIL)
     return luaL_error(L, "loop:%s needs loom.streams (require \"loom\")",
                       method);
   lua_insert(L, 1);
-  lua_callk(L, 5, LUA_MULTRET, 0, await_k);
-  return await_k(L, LUA_OK, 0);
+  return byname_k(L, lua_pcallk(L, 5, LUA_MULTRET, 0, 0, byname_k), 0);
 }
 
 /* Checks that the running task of the loop at 1 can await. */

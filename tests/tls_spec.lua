@@ -639,6 +639,13 @@ describe("TLS streams", function()
       contains("bad argument #4 to 'create_server' (ssl is a client context",
         tostring(raised(loop.create_server, loop, f, "127.0.0.1", 0,
                         { ssl = client_ctx() })))
+      -- at the caller's line, though the TLS layer checks them deeper
+      local ok, e = pcall(function()
+        loop:create_server(f, "127.0.0.1", 0, { ssl = true })
+      end)
+      assert.is_false(ok)
+      assert.matches("^[^:]*tls_spec%.lua:%d+: bad argument #4 to 'create_server' "
+        .. "%(ssl must be a loom.tls.Context, got boolean%)", e)
       contains("bad argument #3 to 'start_tls' (loom.tls.Context expected",
         tostring(raised(loop.start_tls, loop, {set_protocol = f}, {}, 5)))
       contains("bad argument #1 to 'start_tls' (transport expected, got table)",
