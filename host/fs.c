@@ -1437,7 +1437,13 @@ static int seek_k (lua_State *L, int status, lua_KContext ctx) {
 static int file_seek (lua_State *L) {
   static const char *const whences[] = {"set", "cur", "end", NULL};
   fs_file *f = checkfile(L, "seek");
-  int op = luaL_checkoption(L, 2, "cur", whences);
+  size_t wlen;
+  const char *w = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &wlen)
+                                                : NULL;
+  int op;
+  if (w != NULL && strlen(w) != wlen)
+    luaL_argerror(L, 2, "whence contains a zero byte");
+  op = luaL_checkoption(L, 2, "cur", whences);
   lua_Integer off = luaL_optinteger(L, 3, 0);
   loom_loop *loop;
   fs_req *r;

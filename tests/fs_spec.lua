@@ -200,6 +200,8 @@ describe("fs files", function()
       assert.are.equal(20, f:seek())  -- unchanged by the failures
       H.contains("bad argument #1 to 'seek' (invalid option 'middle')",
         H.raised(function() return f:seek("middle") end))
+      H.contains("bad argument #1 to 'seek' (whence contains a zero byte)",
+        H.raised(function() return f:seek("set\0x", 0) end))
       -- a write after reads starts where the reads stopped
       f:seek("set", 0)
       assert.are.equal("01", f:read(2))
