@@ -1858,6 +1858,14 @@ static int ex_shutdown_m (lua_State *L) {
   int cancel = 0;
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, 3) != 0) {  /* only cancel_futures */
+      lua_pop(L, 1);
+      if (lua_type(L, -1) != LUA_TSTRING
+          || strcmp(lua_tostring(L, -1), "cancel_futures") != 0)
+        return luaL_argerror(L, 3, lua_pushfstring(L, "unknown option '%s'",
+                             luaL_tolstring(L, -1, NULL)));
+    }
     lua_getfield(L, 3, "cancel_futures");
     cancel = lua_toboolean(L, -1);
     lua_pop(L, 1);

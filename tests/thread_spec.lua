@@ -261,6 +261,10 @@ describe("ThreadPoolExecutor", function()
 
   it("cancels the queued jobs on shutdown with cancel_futures", function()
     local ex = loom.ThreadPoolExecutor(1)
+    -- a misspelt option is an error, and shuts nothing down
+    contains("bad argument #2 to 'shutdown' (unknown option 'cancel_future')",
+      raised(function() ex:shutdown(false, { cancel_future = true }) end))
+    assert.are.equal("still open", ex:submit(function() return "still open" end):result())
     local go = loom.channel()
     local first = ex:submit(function(g) return g:recv() end, go)
     local rest = {}

@@ -683,6 +683,10 @@ describe("TLS streams", function()
         end))
       assert.matches(here .. "bad argument #1 to 'start_tls' %(loom.tls.Context "
         .. "expected, got nil%)", err(function() w:start_tls(nil) end))
+      assert.matches(here .. "bad argument #2 to 'start_tls' %(unknown option "
+        .. "'server_hostnme'%)", err(function()
+          w:start_tls(client_ctx(), { server_hostnme = "localhost" })
+        end))
       assert.matches(here .. "bad argument #2 to 'start_tls' %(ssl_handshake_"
         .. "timeout must be a number > 0%)", err(function()
           w:start_tls(client_ctx(), { ssl_handshake_timeout = 0 / 0 })

@@ -199,6 +199,12 @@ local function start_tls(loop, transport, protocol, ctx, opts)
     bad(4, "table expected, got " .. typename(opts))
   end
   opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "server_side" and k ~= "server_hostname"
+        and k ~= "ssl_handshake_timeout" and k ~= "ssl_shutdown_timeout" then
+      bad(4, ("unknown option '%s'"):format(tostring(k)))
+    end
+  end
   local server_side = opts.server_side
   if server_side == nil then server_side = ctx:is_server() end
   if (server_side and true or false) ~= ctx:is_server() then
