@@ -691,6 +691,10 @@ describe("TLS streams", function()
         .. "timeout must be a number > 0%)", err(function()
           w:start_tls(client_ctx(), { ssl_handshake_timeout = 0 / 0 })
         end))
+      -- the C layer refuses it too, whoever calls it
+      contains("server_hostname must be a string without zeros",
+        tostring(raised(loom._core._tls_wrap, loop, client_ctx(), {}, false,
+                        "localhost\0.evil")))
       -- nothing was started: the connection is still plain
       w:write("plain\n")
       w:write_eof()
