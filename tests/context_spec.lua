@@ -19,8 +19,7 @@ describe("ContextVar", function()
     local v = loom.ContextVar("v")
     for _, c in ipairs { { "get", nil, "nil" }, { "set", {}, "table" },
                          { "reset", 5, "number" } } do
-      local ok, e = pcall(function() v[c[1]](c[2], 1) end)
-      assert.is_false(ok)
+      local e = H.raised(function() v[c[1]](c[2], 1) end)
       assert.matches("^[^:]*context_spec%.lua:%d+: bad argument #1 to '" .. c[1]
         .. "' %(loom.ContextVar expected, got " .. c[3] .. "%)", e)
     end

@@ -443,11 +443,7 @@ describe("fs whole files and directories", function()
       H.contains("bad argument #2 to 'mkdir' (table expected, got string)",
         H.raised(function() return fs.mkdir(d .. "/z", "755") end))
       -- raised at the caller's line, without parents too
-      local function err(f)
-        local ok, e = pcall(f)
-        assert.is_false(ok)
-        return e
-      end
+      local err = H.raised
       local here = "^[^:]*fs_spec%.lua:%d+: "
       assert.matches(here .. "bad argument #1 to 'mkdir' %(path contains a NUL byte%)",
         err(function() fs.mkdir(d .. "/z\0y") end))

@@ -73,11 +73,7 @@ describe("task:get_stack", function()
       H.contains("loom.Task expected", H.raised(t.print_stack, {}))
       -- bad limit and file: errors of print_stack and print_tasks, at
       -- the caller's line
-      local function err(fn)
-        local ok, e = pcall(fn)
-        assert.is_false(ok)
-        return e
-      end
+      local err = H.raised
       local here = "^[^:]*introspect_spec%.lua:%d+: "
       assert.matches(here .. "bad argument #1 to 'print_stack' %(limit must be an "
         .. "integer >= 0, got boolean%)", err(function() t:print_stack(true) end))

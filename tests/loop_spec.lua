@@ -66,11 +66,7 @@ describe("new_event_loop", function()
   end)
 
   it("rejects an unknown option and a bad virtual_time, at the caller's line", function()
-    local function err(f)
-      local ok, e = pcall(f)
-      assert.is_false(ok)
-      return e
-    end
+    local err = H.raised
     assert.matches("^[^:]*loop_spec%.lua:%d+: bad argument #1 to 'new_event_loop' "
       .. "%(unknown option 'virtual'%)",
       err(function() loom.new_event_loop { virtual = true } end))
@@ -80,11 +76,7 @@ describe("new_event_loop", function()
   end)
 
   it("loom.Future([loop]) checks its loop", function()
-    local function err(f)
-      local ok, e = pcall(f)
-      assert.is_false(ok)
-      return e
-    end
+    local err = H.raised
     local here = "^[^:]*loop_spec%.lua:%d+: "
     assert.matches(here .. "bad argument #1 to 'Future' %(loom.Loop expected, got boolean%)",
       err(function() loom.Future(true) end))

@@ -531,8 +531,7 @@ describe("streams over TCP", function()
         -- writer's method, in the fast paths and in the Lua methods
         for _, f in ipairs{function() w:write("late") end,
                            function() w:writelines({"la", "te"}) end} do
-          local ok, e = pcall(f)
-          assert.is_false(ok)
+          local e = H.raised(f)
           assert.matches("^[^:]*streams_tcp_spec%.lua:%d+: write%a*: cannot "
             .. "write after write_eof", e)
         end
@@ -540,17 +539,14 @@ describe("streams over TCP", function()
         -- caller's line too
         for _, c in ipairs{{function() w.write(nil, "x") end, "write", "nil"},
                            {function() w.drain({}) end, "drain", "table"}} do
-          local ok, e = pcall(c[1])
-          assert.is_false(ok)
+          local e = H.raised(c[1])
           assert.matches("^[^:]*streams_tcp_spec%.lua:%d+: bad argument #1 to '"
             .. c[2] .. "' %(loom.StreamWriter expected, got " .. c[3] .. "%)", e)
         end
-        local okb, eb = pcall(function() w:write(loom.Buffer(2)) end)
-        assert.is_false(okb)
+        local eb = H.raised(function() w:write(loom.Buffer(2)) end)
         assert.matches("^[^:]*streams_tcp_spec%.lua:%d+: write: cannot write "
           .. "after write_eof", eb)
-        local ok, e = pcall(function() w:writelines({"a", 5}) end)
-        assert.is_false(ok)
+        local e = H.raised(function() w:writelines({"a", 5}) end)
         assert.matches("^[^:]*streams_tcp_spec%.lua:%d+: bad argument #1 "
           .. "to 'writelines' %(item 2 is a number, string expected%)", e)
         assert.are.equal("", r:read(-1))
@@ -654,11 +650,7 @@ describe("streams over TCP", function()
         raised(loom.open_connection, "127.0.0.1", "x"))
       contains("bad argument #3 to 'start_server'",
         raised(loom.start_server, echo_lines, "127.0.0.1", -1))
-      local function err(f)
-        local ok, e = pcall(f)
-        assert.is_false(ok)
-        return e
-      end
+      local err = H.raised
       local here = "^[^:]*streams_tcp_spec%.lua:%d+: "
       assert.matches(here .. "bad argument #1 to 'get_extra_info' %(string expected, got nil%)",
         err(function() loom.StreamWriter({}, loom.StreamReaderProtocol(

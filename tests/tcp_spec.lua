@@ -623,11 +623,7 @@ describe("tcp", function()
       H.contains("backlog", H.raised(loop.create_server, loop, f, "127.0.0.1", 0, {backlog = -1}))
       H.contains("table", H.raised(loop.create_server, loop, f, "127.0.0.1", 0, 5))
       -- a misspelt option is an error (asyncio: unexpected keyword)
-      local function err(fn)
-        local ok, e = pcall(fn)
-        assert.is_false(ok)
-        return e
-      end
+      local err = H.raised
       local here = "^[^:]*tcp_spec%.lua:%d+: "
       assert.matches(here .. "bad argument #4 to 'create_server' %(unknown option 'reuse_adress'%)",
         err(function() loop:create_server(f, "127.0.0.1", 0, {reuse_adress = true}) end))

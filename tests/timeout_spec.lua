@@ -368,8 +368,7 @@ describe("timeout", function()
         local t <close> = loom.timeout(100)
         for _, c in ipairs { { "when", nil, "nil" }, { "expired", 5, "number" },
                              { "reschedule", {}, "table" } } do
-          local ok, e = pcall(function() t[c[1]](c[2], 1) end)
-          assert.is_false(ok)
+          local e = H.raised(function() t[c[1]](c[2], 1) end)
           assert.matches("^[^:]*timeout_spec%.lua:%d+: bad argument #1 to '"
             .. c[1] .. "' %(loom.Timeout expected, got " .. c[3] .. "%)", e)
         end

@@ -489,8 +489,7 @@ describe("TLS streams", function()
       assert.is_false(w:can_write_eof())
       contains("do not support half-close", tostring(raised(w.write_eof, w)))
       -- the message points at the line that called the writer's method
-      local ok, e = pcall(function() w:write_eof() end)
-      assert.is_false(ok)
+      local e = H.raised(function() w:write_eof() end)
       assert.matches("^[^:]*tls_spec%.lua:%d+: write_eof: TLS transports", e)
       w:close()
       assert.is_true(w:is_closing())
@@ -661,11 +660,7 @@ describe("TLS streams", function()
       local srv = loom.start_server(function(r, w) r:read(-1); w:close() end,
                                     "127.0.0.1", 0)
       local r, w = loom.open_connection("127.0.0.1", port_of(srv))
-      local function err(f)
-        local ok, e = pcall(f)
-        assert.is_false(ok)
-        return e
-      end
+      local err = H.raised
       local here = "^[^:]*tls_spec%.lua:%d+: "
       assert.matches(here .. "bad argument #2 to 'start_tls' %(server_hostname "
         .. "must be a string without zeros%)", err(function()
