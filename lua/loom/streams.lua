@@ -278,17 +278,23 @@ end
 
 local BUFFER_MT = getmetatable(core.Buffer(0))
 
--- relay(pcall(method, transport, ...)) in a writer's method: the
--- transport's error is raised again, a message (which names the method)
--- at the line that called the writer's method rather than in this file.
--- The arguments are checked before, so that no error of the transport
--- names an argument of the pcall.
-local function relay(ok, e)
-  if ok then return end
-  if type(e) == "string" then
-    error((e:gsub("^[^:\n]*:%d+: ", "", 1)), 3)
+-- via(fname, shift, pcall(method, obj, ...)) in a function of this
+-- module that calls a method of a loop or a transport with its own
+-- arguments shifted by shift places: the method's results, or its error
+-- raised again at the line that called fname, an argument error
+-- numbered and named as fname's.
+local function via(fname, shift, ok, ...)
+  if ok then return ... end
+  local e = ...
+  if type(e) ~= "string" then error(e, 0) end
+  e = e:gsub("^[^:\n]*:%d+: ", "", 1)
+  local n, name, why = e:match("^bad argument #(%d+) to '([^']*)' (.*)$")
+  if n ~= nil then
+    -- '?': a C method called by pcall, which counts self as #1
+    n = tonumber(n) - shift - (name == "?" and 1 or 0)
+    e = ("bad argument #%d to '%s' %s"):format(n, fname, why)
   end
-  error(e, 0)
+  error(e, 3)
 end
 
 function Writer:write(data)
@@ -298,7 +304,7 @@ function Writer:write(data)
     error(("bad argument #1 to 'write' (string expected, got %s)")
       :format(typename(data)), 2)
   end
-  relay(pcall(self.transport.write, self.transport, data))
+  via("write", 0, pcall(self.transport.write, self.transport, data))
 end
 
 function Writer:writelines(list)
@@ -313,12 +319,12 @@ function Writer:writelines(list)
         .. "expected)"):format(i, typename(list[i])), 2)
     end
   end
-  relay(pcall(transport.writelines, transport, list))
+  via("writelines", 0, pcall(transport.writelines, transport, list))
 end
 
 function Writer:write_eof()
   local transport = checkw(self, "write_eof")
-  relay(pcall(transport.write_eof, transport))
+  via("write_eof", 0, pcall(transport.write_eof, transport))
 end
 
 function Writer:can_write_eof()
@@ -380,17 +386,8 @@ function Writer:start_tls(ctx, opts)
   end
   self:drain()
   local loop = transport:get_loop()
-  local ok, tt = pcall(loop.start_tls, loop, transport, self._protocol, ctx,
-                       opts)
-  if not ok then
-    -- the loop's errors on opts, numbered as this method's arguments
-    if type(tt) == "string" then
-      tt = tt:gsub("^[^:\n]*:%d+: ", "", 1)
-      error((tt:gsub("^bad argument #4 to 'start_tls'",
-                     "bad argument #2 to 'start_tls'", 1)), 2)
-    end
-    error(tt, 0)
-  end
+  local tt = via("start_tls", 2, pcall(loop.start_tls, loop, transport,
+                                       self._protocol, ctx, opts))
   -- The C fast paths bound to the reader write to the plain transport.
   rawset(self, "write", nil)
   rawset(self, "drain", nil)
@@ -426,25 +423,6 @@ local function split_opts(opts, fname, argn)
       .. "got %s)"):format(argn, fname, tostring(limit)), 3)
   end
   return limit, rest
-end
-
--- via(fname, shift, pcall(loop.method, loop, ...)) in a function of
--- this module that calls a loop method with its own arguments shifted by
--- shift places: the method's results, or its error raised again at the
--- line that called fname, an argument error numbered and named as
--- fname's.
-local function via(fname, shift, ok, ...)
-  if ok then return ... end
-  local e = ...
-  if type(e) ~= "string" then error(e, 0) end
-  e = e:gsub("^[^:\n]*:%d+: ", "", 1)
-  local n, name, why = e:match("^bad argument #(%d+) to '([^']*)' (.*)$")
-  if n ~= nil then
-    -- '?': a C method called by pcall, which counts self as #1
-    n = tonumber(n) - shift - (name == "?" and 1 or 0)
-    e = ("bad argument #%d to '%s' %s"):format(n, fname, why)
-  end
-  error(e, 3)
 end
 
 -- open_connection(host, port, [opts]) -> reader, writer. Inside a task.
