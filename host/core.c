@@ -76,6 +76,28 @@ void *loom__checkud (lua_State *L, int idx, int type) {
 ** transport uses it, so that a wrong value fails there and not in a
 ** later callback.
 */
+/* Every key of the options table at idx must be one of names (NULL
+** ended): argument arg's error otherwise, as asyncio's TypeError for an
+** unexpected keyword (a misspelt option is never silently a default). */
+void loom__checkkeys (lua_State *L, int idx, int arg,
+                      const char *const names[]) {
+  idx = lua_absindex(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int i, ok = 0;
+    if (lua_type(L, -2) == LUA_TSTRING) {
+      for (i = 0; names[i] != NULL && !ok; i++)
+        ok = strcmp(names[i], lua_tostring(L, -2)) == 0;
+    }
+    if (!ok) {
+      lua_pop(L, 1);
+      luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'",
+                                            luaL_tolstring(L, -1, NULL)));
+    }
+    lua_pop(L, 1);
+  }
+}
+
 void loom__checkprotocol (lua_State *L, int idx) {
   int t = lua_type(L, idx);
   if (t != LUA_TTABLE && t != LUA_TUSERDATA)

@@ -248,33 +248,13 @@ static int toperm (lua_State *L, int idx, int arg, const char *what) {
   return (int)m;
 }
 
-/* Every key of the options table at idx must be one of names. */
-static void checkkeys (lua_State *L, int idx, int arg,
-                       const char *const names[]) {
-  idx = lua_absindex(L, idx);
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    int i, ok = 0;
-    if (lua_type(L, -2) == LUA_TSTRING) {
-      for (i = 0; names[i] != NULL && !ok; i++)
-        ok = strcmp(names[i], lua_tostring(L, -2)) == 0;
-    }
-    if (!ok) {
-      lua_pop(L, 1);
-      luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'",
-                                            luaL_tolstring(L, -1, NULL)));
-    }
-    lua_pop(L, 1);
-  }
-}
-
 /* The options table at arg (nil: none), checked against names. Returns
 ** whether there is one. */
 static int checkopts (lua_State *L, int arg, const char *const names[]) {
   if (lua_isnoneornil(L, arg))
     return 0;
   luaL_checktype(L, arg, LUA_TTABLE);
-  checkkeys(L, arg, arg, names);
+  loom__checkkeys(L, arg, arg, names);
   return 1;
 }
 

@@ -222,6 +222,8 @@ void loom__pushcfunction(lua_State *L, lua_CFunction f);
 void *loom__testud(lua_State *L, int idx, int type);
 void *loom__checkud(lua_State *L, int idx, int type);
 void loom__checkprotocol(lua_State *L, int idx);
+void loom__checkkeys(lua_State *L, int idx, int arg,
+                     const char *const names[]);
 
 /* repl.c: the executable's line editor (package "loom.editline") */
 int loom__open_editline(lua_State *L);

@@ -1304,28 +1304,12 @@ void loom__stream_checkcallable (lua_State *L, int idx) {
   }
 }
 
-/* opts at idx: nil, or a table whose keys are all in the NULL-ended
-** list keys (as asyncio's TypeError for an unexpected keyword: a
-** misspelt option is an error, not a default). */
+/* opts at idx: nil, or a table whose keys are all in keys. */
 void loom__stream_checkopts (lua_State *L, int idx,
                              const char *const keys[]) {
-  if (lua_isnoneornil(L, idx))
-    return;
-  luaL_checktype(L, idx, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, idx) != 0) {
-    int i, known = 0;
-    lua_pop(L, 1);
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      const char *k = lua_tostring(L, -1);
-      for (i = 0; keys[i] != NULL && !known; i++)
-        known = strcmp(k, keys[i]) == 0;
-    }
-    if (!known) {
-      luaL_tolstring(L, -1, NULL);
-      luaL_argerror(L, idx, lua_pushfstring(L, "unknown option '%s'",
-                                            lua_tostring(L, -1)));
-    }
+  if (!lua_isnoneornil(L, idx)) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    loom__checkkeys(L, idx, idx, keys);
   }
 }
 

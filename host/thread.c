@@ -1857,15 +1857,9 @@ static int ex_shutdown_m (lua_State *L) {
   int wait = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2);
   int cancel = 0;
   if (!lua_isnoneornil(L, 3)) {
+    static const char *const keys[] = {"cancel_futures", NULL};
     luaL_checktype(L, 3, LUA_TTABLE);
-    lua_pushnil(L);
-    while (lua_next(L, 3) != 0) {  /* only cancel_futures */
-      lua_pop(L, 1);
-      if (lua_type(L, -1) != LUA_TSTRING
-          || strcmp(lua_tostring(L, -1), "cancel_futures") != 0)
-        return luaL_argerror(L, 3, lua_pushfstring(L, "unknown option '%s'",
-                             luaL_tolstring(L, -1, NULL)));
-    }
+    loom__checkkeys(L, 3, 3, keys);
     lua_getfield(L, 3, "cancel_futures");
     cancel = lua_toboolean(L, -1);
     lua_pop(L, 1);
