@@ -77,9 +77,10 @@ void *loom__checkud (lua_State *L, int idx, int type) {
 ** later callback.
 */
 /* Every key of the options table at idx must be one of names (NULL
-** ended): argument arg's error otherwise, as asyncio's TypeError for an
+** ended): argument arg's error otherwise ("unknown option 'k'", or with
+** what, "unknown <what> field 'k'"), as asyncio's TypeError for an
 ** unexpected keyword (a misspelt option is never silently a default). */
-void loom__checkkeys (lua_State *L, int idx, int arg,
+void loom__checkkeys (lua_State *L, int idx, int arg, const char *what,
                       const char *const names[]) {
   idx = lua_absindex(L, idx);
   lua_pushnil(L);
@@ -91,8 +92,10 @@ void loom__checkkeys (lua_State *L, int idx, int arg,
     }
     if (!ok) {
       lua_pop(L, 1);
-      luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'",
-                                            luaL_tolstring(L, -1, NULL)));
+      const char *k = luaL_tolstring(L, -1, NULL);
+      luaL_argerror(L, arg, what == NULL
+                    ? lua_pushfstring(L, "unknown option '%s'", k)
+                    : lua_pushfstring(L, "unknown %s field '%s'", what, k));
     }
     lua_pop(L, 1);
   }

@@ -224,26 +224,6 @@ static int checkname (lua_State *L, int idx, int arg, const char *field,
   return v;
 }
 
-/* Every key of table idx must be one of the NULL-terminated names. */
-static void checkkeys (lua_State *L, int idx, int arg, const char *what,
-                       const char *const names[]) {
-  idx = lua_absindex(L, idx);
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    int i, ok = 0;
-    if (lua_type(L, -2) == LUA_TSTRING) {
-      for (i = 0; names[i] != NULL && !ok; i++)
-        ok = strcmp(names[i], lua_tostring(L, -2)) == 0;
-    }
-    if (!ok) {
-      lua_pop(L, 1);
-      luaL_argerror(L, arg, lua_pushfstring(L, "unknown %s field '%s'", what,
-                                            luaL_tolstring(L, -1, NULL)));
-    }
-    lua_pop(L, 1);
-  }
-}
-
 /* hints: nil or {family =, socktype =, protocol =, flags =}. */
 static void checkhints (lua_State *L, int idx, int arg, struct addrinfo *h) {
   static const char *const keys[] = {"family", "socktype", "protocol",
@@ -254,7 +234,7 @@ static void checkhints (lua_State *L, int idx, int arg, struct addrinfo *h) {
     return;
   if (!lua_istable(L, idx))
     luaL_typeerror(L, arg, "table or nil");
-  checkkeys(L, idx, arg, "hints", keys);
+  loom__checkkeys(L, idx, arg, "hints", keys);
   h->ai_family = checkname(L, idx, arg, "family", families, AF_UNSPEC);
   h->ai_socktype = checkname(L, idx, arg, "socktype", socktypes, 0);
   switch (lua_getfield(L, idx, "protocol")) {
@@ -295,7 +275,7 @@ static void checkaddr (lua_State *L, int idx, int arg,
   int family, isint, r = UV_EINVAL;
   if (!lua_istable(L, idx))
     luaL_typeerror(L, arg, "address table");
-  checkkeys(L, idx, arg, "address", keys);
+  loom__checkkeys(L, idx, arg, "address", keys);
   if (lua_getfield(L, idx, "host") != LUA_TSTRING)
     luaL_argerror(L, arg, lua_pushfstring(L, "address host must be a string, "
                                           "got %s", luaL_typename(L, -1)));

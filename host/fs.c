@@ -254,7 +254,7 @@ static int checkopts (lua_State *L, int arg, const char *const names[]) {
   if (lua_isnoneornil(L, arg))
     return 0;
   luaL_checktype(L, arg, LUA_TTABLE);
-  loom__checkkeys(L, arg, arg, names);
+  loom__checkkeys(L, arg, arg, NULL, names);
   return 1;
 }
 

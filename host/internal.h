@@ -222,7 +222,7 @@ void loom__pushcfunction(lua_State *L, lua_CFunction f);
 void *loom__testud(lua_State *L, int idx, int type);
 void *loom__checkud(lua_State *L, int idx, int type);
 void loom__checkprotocol(lua_State *L, int idx);
-void loom__checkkeys(lua_State *L, int idx, int arg,
+void loom__checkkeys(lua_State *L, int idx, int arg, const char *what,
                      const char *const names[]);
 
 /* repl.c: the executable's line editor (package "loom.editline") */

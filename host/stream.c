@@ -1309,7 +1309,7 @@ void loom__stream_checkopts (lua_State *L, int idx,
                              const char *const keys[]) {
   if (!lua_isnoneornil(L, idx)) {
     luaL_checktype(L, idx, LUA_TTABLE);
-    loom__checkkeys(L, idx, idx, keys);
+    loom__checkkeys(L, idx, idx, NULL, keys);
   }
 }
 

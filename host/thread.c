@@ -1859,7 +1859,7 @@ static int ex_shutdown_m (lua_State *L) {
   if (!lua_isnoneornil(L, 3)) {
     static const char *const keys[] = {"cancel_futures", NULL};
     luaL_checktype(L, 3, LUA_TTABLE);
-    loom__checkkeys(L, 3, 3, keys);
+    loom__checkkeys(L, 3, 3, NULL, keys);
     lua_getfield(L, 3, "cancel_futures");
     cancel = lua_toboolean(L, -1);
     lua_pop(L, 1);
