@@ -181,6 +181,8 @@ typedef struct loom_loop {
   double vnow;              /* virtual time, when virtual */
   double lastpoll;
   int sincepoll;
+  size_t sinkread;          /* bytes read into stream readers this poll
+                               (stream.c) */
   uint32_t taskids;
   double slow_callback_duration;
   uint8_t virtual_time;     /* 1: jumps to the next timer when idle;

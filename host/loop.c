@@ -656,6 +656,7 @@ static void run_once (lua_State *L, loom_loop *loop, int loopidx) {
   uint64_t tstart = loom__trace != NULL ? uv_hrtime() : 0;
   int nrun = 0;
   heap_trim(L, loop, loopidx);
+  loop->sinkread = 0;
   if (loop->nready > 0 || loop->stopping) {
     /* signal handles keep no loop alive, but must be heard while busy */
     if (uv_loop_alive(&loop->uv) || loop->nsignals > 0) {

@@ -580,9 +580,29 @@ static void check_resume (lua_State *L, conn *c, int tidx) {
 ** =======================================================
 */
 
+/*
+** A stream reader's bytes wait for its task, which runs after the poll:
+** what one poll reads into readers is alive at once, and once that is
+** more than a core's cache holds, each chunk is cold again when its task
+** copies it out and writes it. So one poll reads at most SINK_BUDGET
+** bytes into readers. A reader's transport over the budget gets no room:
+** libuv then stops reading it for this poll (read_cb hears UV_ENOBUFS),
+** and the next poll, which finds its socket still readable, reads it.
+** The first read of a poll always goes ahead, so every transport is read
+** in turn. Protocols are not held back: data_received takes the bytes
+** at once.
+*/
+#define SINK_BUDGET (1024 * 1024)
+
 static void alloc_cb (uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   conn *c = (conn *)h;
   if (c->sink != NULL) {
+    if (c->loop->sinkread >= SINK_BUDGET) {
+      c->overbudget = 1;
+      buf->base = NULL;
+      buf->len = 0;
+      return;
+    }
     if (loom__sink_room(c->sink, buf))
       return;
   }
@@ -609,6 +629,10 @@ static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   lua_State *L = usable(c->loop);
   int top, tidx, inbuf = c->inbuf, buferr = c->buferr, defer = c->defer;
   c->inbuf = c->buferr = c->defer = 0;
+  if (c->overbudget) {  /* read at the next poll */
+    c->overbudget = 0;
+    return;
+  }
   if (defer & LOOM_DEFER_CLOSE) {  /* asked for inside get_buffer */
     if (buferr && L != NULL && lua_checkstack(L, 10)) {  /* which raised */
       top = lua_gettop(L);
@@ -637,8 +661,10 @@ static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   tidx = pushconn(L, c);
   if (nread > 0 && inbuf)
     bufdata(L, tidx, (size_t)nread);
-  else if (nread > 0 && c->sink != NULL)
+  else if (nread > 0 && c->sink != NULL) {
+    c->loop->sinkread += (size_t)nread;
     sinkdata(L, tidx, buf->base, (size_t)nread);
+  }
   else if (nread > 0)
     protodata(L, tidx, buf->base, (size_t)nread);
   else if (nread == UV_EOF) {

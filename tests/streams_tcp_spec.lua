@@ -422,6 +422,38 @@ describe("streams over TCP", function()
     end, 30)
   end)
 
+  it("reads what one poll cannot take at the next, byte-exact to EOF", function()
+    -- Eight peers each send 512 KiB and EOF at once: a poll finds more
+    -- readable than the readers take in one (1 MiB), so the rest of the
+    -- sockets are read at later polls; nothing is lost, EOF comes last.
+    local loop = rtloop()
+    run(loop, function()
+      local server = loom.start_server(function(r, w)
+        w:write(r:read(-1))
+        w:close()
+        w:wait_closed()
+      end, "127.0.0.1", 0)
+      local port = port_of(server)
+      local function client(id)
+        local r, w <close> = loom.open_connection("127.0.0.1", port)
+        local msg = pattern(512 * 1024, id)
+        w:write(msg)
+        w:write_eof()
+        local back = r:read(-1)
+        if back ~= msg then
+          error(("client %d: %d bytes back, not the %d sent"):format(
+            id, #back, #msg))
+        end
+        return id
+      end
+      local tasks = {}
+      for id = 1, 8 do tasks[id] = loom.create_task(client, id) end
+      local res = {loom.gather(table.unpack(tasks))}
+      for id = 1, 8 do assert.are.equal(id, res[id]) end
+      shut(server)
+    end, 30)
+  end)
+
   it("applies the reader limit over TCP", function()
     local loop = rtloop()
     run(loop, function()
