@@ -382,31 +382,43 @@ describe("scripts/examples/echo_server.lua in buffered mode", function()
       shquote(EXAMPLES .. "echo_client.lua"), srv.port))
     assert.are.equal(0, code, out)
     assert.are.equal("hello\ntwo words\n", out)
-    -- 1 MiB through the buffer (256 KiB): many reads, one connection
+    -- 4 MiB each from four connections at once through the one shared
+    -- Buffer (256 KiB): many reads, interleaved, and writes the sockets
+    -- do not take whole while the clients do not read (what is queued
+    -- must be a copy, not the Buffer the next read fills)
     local prog = tmpname()
     local f = assert(io.open(prog, "w"))
     f:write(([[
       local loop = loom.get_running_loop()
-      local parts, lost = {}, loop:create_future()
-      local t = loop:create_connection(function()
-        return { data_received = function(_, d) parts[#parts + 1] = d end,
-                 connection_lost = function() lost:set_result(true) end }
-      end, "127.0.0.1", %d)
-      local s = {}
-      for i = 1, 1024 * 1024 / 8 do s[i] = ("%%07d\n"):format(i %% 10000000) end
-      local data = table.concat(s)
-      t:write(data)
-      t:write_eof()
-      lost:await()
-      local got = table.concat(parts)
-      print(#got, got == data)
+      local function one(k)
+        local parts, lost = {}, loop:create_future()
+        local t = loop:create_connection(function()
+          return { data_received = function(_, d) parts[#parts + 1] = d end,
+                   connection_lost = function() lost:set_result(true) end }
+        end, "127.0.0.1", %d)
+        local b = {}             -- 251 bytes: no period of a power of two
+        for i = 1, 251 do b[i] = string.char((i * 7 + k * 31) %% 256) end
+        local data = table.concat(b):rep(4 * 1024 * 1024 // 251 + 1)
+          :sub(1, 4 * 1024 * 1024)
+        t:pause_reading()        -- the echo waits: the server's sockets
+        t:write(data)            -- fill and its writes queue copies
+        t:write_eof()
+        loom.sleep(0.3)
+        t:resume_reading()
+        lost:await()
+        local got = table.concat(parts)
+        return #got .. " " .. tostring(got == data)
+      end
+      local ts = {}
+      for k = 1, 4 do ts[k] = loom.create_task(one, k) end
+      print(table.concat({loom.gather(table.unpack(ts))}, ","))
     ]]):format(srv.port))
     f:close()
     local out2, code2 = run(("timeout -s KILL 60 %s %s </dev/null 2>&1")
       :format(shquote(EXE), shquote(prog)))
     os.remove(prog)
     assert.are.equal(0, code2, out2)
-    assert.are.equal("1048576\ttrue\n", out2)
+    assert.are.equal(("4194304 true,"):rep(3) .. "4194304 true\n", out2)
   end)
 
   it("refuses an unknown mode", function()

@@ -9,9 +9,12 @@
 --             reader:read(1000000), writer:write(data), writer:drain()
 --             until EOF, then closes the writer;
 --   buffered  loop:create_server with a buffered protocol: get_buffer
---             gives one loom.Buffer per connection, which the transport
---             reads into; buffer_updated(n) writes its bytes 1..n back
---             (no string made per read).
+--             gives the transport a loom.Buffer to read into, and
+--             buffer_updated(n) writes its bytes 1..n back (no string
+--             made per read). All connections share one Buffer: a read
+--             fills it and buffer_updated empties it before any other
+--             read, and write keeps a copy of what the socket did not
+--             take at once.
 -- In every mode TCP_NODELAY is on (loom sets it on every TCP transport).
 -- Used by scripts/bench/run.sh (workload echo: loom, loom-streams and
 -- loom-buffered);
@@ -47,9 +50,8 @@ elseif mode == "buffered" then
   function Echo:buffer_updated(n) self.transport:write(self.buf, 1, n) end
 
   -- 256 KiB: a 100 KiB message in one read, as the protocol mode's
-  local function factory()
-    return setmetatable({buf = loom.Buffer(256 * 1024)}, Echo)
-  end
+  local shared = loom.Buffer(256 * 1024)
+  local function factory() return setmetatable({buf = shared}, Echo) end
   server = loom.get_running_loop():create_server(factory, host, port,
                                                  {backlog = 1024})
 else
