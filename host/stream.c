@@ -840,9 +840,15 @@ static conn *writable (lua_State *L, tcp_ud *u, const char *fname) {
 ** or the bytes i..j of a Buffer (string.sub's rules) */
 static int transport_write (lua_State *L) {
   tcp_ud *u = loom__stream_checkt(L);
-  loom_buffer *b = loom__testbuffer(L, 2);
+  loom_buffer *b;
   conn *c;
-  if (b != NULL) {
+  if (lua_type(L, 2) == LUA_TSTRING) {  /* the common case, checked first */
+    c = writable(L, u, "write");
+    if (c != NULL)
+      dowrite(L, c, 2);
+    return 0;
+  }
+  if ((b = loom__testbuffer(L, 2)) != NULL) {
     size_t n;
     const char *p = loom__range(L, 3, b->data, b->size, &n);
     c = writable(L, u, "write");
