@@ -6,7 +6,9 @@
 # the two totals over N2 - N1 leaves out start-up and shutdown.
 #   usage: scripts/bench/echo_instr.sh [server ...]
 #   servers: loom (the protocol API), loom-streams, libuv-c (the peers'
-#   plain C server, the floor); default all three.
+#   plain C server, the floor), lua-c and lua-c-streams (scripts/bench/c/
+#   lua_echo_server.c: the least a Lua server does per read, the floor of
+#   loom and loom-streams); default loom loom-streams libuv-c lua-c.
 # knobs: ECHO_SIZES="1024 10240 102400" ECHO_CONNS="10"
 #   N_SCALE=1 (multiplies N1 and N2: 2000/12000 requests at 1 KiB,
 #   1000/6000 at 10 KiB, 500/2500 at 100 KiB)  BASE_PORT=26000
@@ -20,7 +22,7 @@ ECHO_CONNS=${ECHO_CONNS:-10}
 N_SCALE=${N_SCALE:-1}
 PORT=${BASE_PORT:-26000}
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench/peers}
-SERVERS=${*:-loom loom-streams libuv-c}
+SERVERS=${*:-loom loom-streams libuv-c lua-c}
 BIN=build/bench/peers-bin
 command -v valgrind >/dev/null || { echo "echo_instr: needs valgrind" >&2; exit 1; }
 make -s all || exit 1
@@ -28,6 +30,10 @@ mkdir -p "$BIN" build/bench/instr
 gcc -O2 -Wall -o "$BIN/echo_count" scripts/bench/echo_count.c || exit 1
 case " $SERVERS " in *" libuv-c "*)
   gcc -O2 -Wall -o "$BIN/echo_libuv" "$PEERS_DIR/echo/c_libuv.c" -luv || exit 1 ;;
+esac
+case " $SERVERS " in *" lua-c"*)
+  gcc -O2 -Wall -o build/bench/lua_echo_server scripts/bench/c/lua_echo_server.c \
+    $(pkg-config --cflags --libs lua5.4 libuv) || exit 1 ;;
 esac
 
 # total PORT N SIZE CONNS CMD...: callgrind's instruction total for the
@@ -59,6 +65,8 @@ for server in $SERVERS; do
         loom) cmd=(build/bin/loom scripts/examples/echo_server.lua $PORT 127.0.0.1 protocol) ;;
         loom-streams) cmd=(build/bin/loom scripts/examples/echo_server.lua $PORT 127.0.0.1 streams) ;;
         libuv-c) cmd=("$BIN/echo_libuv" $PORT) ;;
+        lua-c) cmd=(build/bench/lua_echo_server $PORT callback) ;;
+        lua-c-streams) cmd=(build/bench/lua_echo_server $PORT streams) ;;
         *) echo "echo_instr: unknown server $server" >&2; exit 2 ;;
       esac
       t+=("$(total $PORT $n $size $conns "${cmd[@]}")") || { echo "echo_instr: $server failed" >&2; exit 1; }

@@ -21,7 +21,10 @@ to libuv-c and to the fastest peer streams server (asyncio-streams,
 uvloop-streams, node, luv), loom-buffered (a buffered protocol) with its
 ratio to libuv-c and uvloop-proto, and the targets per cell; then the
 servers' CPU per request (workloads echo-cpu-s<SIZE>-c<CONNS>) with
-libuv-c's and uvloop-proto's over loom's.
+libuv-c's and uvloop-proto's over loom's; then the Lua floor: lua-c and
+lua-c-streams (scripts/bench/c/lua_echo_server.c, the least a Lua server
+can do per read, with a callback or with a coroutine per connection resumed
+after the poll) against libuv-c, and loom's and loom-streams' ratio to them.
 
 tls (workloads tls-echo-s<SIZE>-c<CONNS>: requests/s of one C client,
 scripts/bench/c/tls_echo_client.c, against the TLS echo servers loom,
@@ -49,7 +52,8 @@ from collections import defaultdict
 PEERS = ["asyncio", "uvloop", "luv", "cqueues", "lua-coro", "node", "libuv-c"]
 ALL = ["loom"] + PEERS
 ECHO_SERVERS = ["loom", "loom-streams", "loom-buffered", "asyncio-proto", "asyncio-streams",
-                "uvloop-proto", "uvloop-streams", "luv", "node", "libuv-c"]
+                "uvloop-proto", "uvloop-streams", "luv", "node", "libuv-c", "lua-c",
+                "lua-c-streams"]
 # What loom-streams must beat: the peers' streams servers, and the callback
 # servers of node and luv (counted as streams-level peers).
 ECHO_PEER_STREAMS = ["asyncio-streams", "uvloop-streams", "node", "luv"]
@@ -351,8 +355,8 @@ def main():
           "SERVER_CPU, client on CLIENT_CPU. loom runs scripts/examples/echo_server.lua "
           "with the protocol API, loom-streams the same file in streams mode "
           "(start_server, read / write / drain), loom-buffered the same file with a "
-          "buffered protocol (get_buffer / buffer_updated, one Buffer per "
-          "connection). Ratios: loom's req/s / the peer's "
+          "buffered protocol (get_buffer / buffer_updated, one Buffer shared by "
+          "the connections). Ratios: loom's req/s / the peer's "
           "(above 1 = loom faster); \"best peer streams\" is the fastest of "
           + ", ".join(ECHO_PEER_STREAMS) + " measured. "
           "Targets, at 10 and 100 connections on every size: protocol API (loom) "
@@ -430,7 +434,8 @@ def main():
               "unit of CPU (above 1 = loom cheaper), a figure that the client's share "
               "of the two cores moves less than requests/s.\n")
             pairs = [("libuv-c", "loom"), ("libuv-c", "loom-streams"),
-                     ("libuv-c", "loom-buffered"), ("uvloop-proto", "loom")]
+                     ("libuv-c", "loom-buffered"), ("uvloop-proto", "loom"),
+                     ("lua-c", "loom"), ("lua-c-streams", "loom-streams")]
             hdr = (["size", "conns"] + cols + [f"{a} / {b}" for a, b in pairs])
             e("| " + " | ".join(hdr) + " |")
             e("|" + "|".join("---" for _ in hdr) + "|")
@@ -441,6 +446,26 @@ def main():
                           for a, b in pairs]
                 sz = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
                 e("| " + " | ".join([sz, str(conns)] + cells + ratios) + " |")
+            e("")
+        floor = [("lua-c", "libuv-c"), ("loom", "lua-c"),
+                 ("lua-c-streams", "libuv-c"), ("loom-streams", "lua-c-streams")]
+        if any("lua-c" in d or "lua-c-streams" in d for d in echo.values()):
+            e("The Lua floor (requests/s ratios, medians): lua-c hands each read to a "
+              "bare Lua function that writes it back, lua-c-streams to a coroutine per "
+              "connection resumed after the poll, as a reader's task is, with loom's "
+              "read budget (scripts/bench/c/lua_echo_server.c). Their ratio to libuv-c "
+              "is what Lua itself costs; loom's ratio to them is what loom's own "
+              "machinery (transports, protocols, futures, tasks, readers) costs.\n")
+            hdr = ["size", "conns"] + [f"{a} / {b}" for a, b in floor]
+            e("| " + " | ".join(hdr) + " |")
+            e("|" + "|".join("---" for _ in hdr) + "|")
+            for size, conns in sorted(echo):
+                md = {q: statistics.median(vs) for q, vs in echo[(size, conns)].items()
+                      if vs}
+                ratios = [rx(md[a] / md[b]) if md.get(a) and md.get(b) else "–"
+                          for a, b in floor]
+                sz = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
+                e("| " + " | ".join([sz, str(conns)] + ratios) + " |")
             e("")
         out.extend(echo_lines)
 

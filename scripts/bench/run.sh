@@ -29,6 +29,11 @@
 #   asyncio-proto, asyncio-streams, uvloop-proto, uvloop-streams
 #                    the peers' echo/py_aio.py (protocol or streams API)
 #   luv, node, libuv-c  the peers' callback servers
+#   lua-c, lua-c-streams  scripts/bench/c/lua_echo_server.c (built into
+#                    build/bench/ when OK[libuv-c]): each read handed to a
+#                    bare Lua function, or to a coroutine per connection
+#                    resumed after the poll; the least a Lua server can do,
+#                    the floor of loom and loom-streams
 # tls: TLS echo servers (protocol API, TLS 1.3 with a throw-away EC P-256
 # certificate made under build/bench/tls/): loom (scripts/bench/tls_echo.lua)
 # against asyncio and uvloop with Python's ssl module (scripts/bench/py/
@@ -198,6 +203,10 @@ case " $WORKLOADS " in *" echo "*|*" threads "*)
     if [ -n "${OK[libuv-c]:-}" ]; then
       gcc -O2 -Wall -o build/bench/peers-bin/echo_libuv "$PEERS_DIR/echo/c_libuv.c" -luv 2>>"$LOG" ||
         note "peer libuv-c skipped for echo: gcc failed on echo/c_libuv.c"
+      rm -f build/bench/lua_echo_server
+      gcc -O2 -Wall -o build/bench/lua_echo_server "$BENCH/c/lua_echo_server.c" \
+          $(pkg-config --cflags --libs lua5.4 libuv) 2>>"$LOG" ||
+        note "peers lua-c and lua-c-streams skipped: gcc failed on scripts/bench/c/lua_echo_server.c"
     fi
   else
     note "echo skipped: gcc failed on echo/client.c"
@@ -409,6 +418,10 @@ echo_servers() {  # label|command with PORT placeholder
   [ -n "${OK[node]:-}" ] && echo "node|$NODE $pd/node.js PORT"
   [ -n "${OK[libuv-c]:-}" ] && [ -x build/bench/peers-bin/echo_libuv ] &&
     echo "libuv-c|build/bench/peers-bin/echo_libuv PORT"
+  if [ -n "${OK[libuv-c]:-}" ] && [ -x build/bench/lua_echo_server ]; then
+    echo "lua-c|build/bench/lua_echo_server PORT callback"
+    echo "lua-c-streams|build/bench/lua_echo_server PORT streams"
+  fi
   return 0
 }
 
