@@ -27,6 +27,14 @@ local function pattern(n, seed)
   return block:rep(n // #block + 1):sub(1, n)
 end
 
+-- Runs client(1) .. client(n) as tasks at once; each returns its id.
+local function run_clients(n, client)
+  local tasks = {}
+  for id = 1, n do tasks[id] = loom.create_task(client, id) end
+  local res = {loom.gather(table.unpack(tasks))}
+  for id = 1, n do assert.are.equal(id, res[id]) end
+end
+
 -- An echo handler: lines until EOF, then closes.
 local function echo_lines(r, w)
   for line in r:lines() do
@@ -414,10 +422,7 @@ describe("streams over TCP", function()
         assert.are.equal("", r:read(-1))
         return id
       end
-      local tasks = {}
-      for id = 1, 50 do tasks[id] = loom.create_task(client, id) end
-      local res = {loom.gather(table.unpack(tasks))}
-      for id = 1, 50 do assert.are.equal(id, res[id]) end
+      run_clients(50, client)
       shut(server)
     end, 30)
   end)
@@ -446,10 +451,7 @@ describe("streams over TCP", function()
         end
         return id
       end
-      local tasks = {}
-      for id = 1, 8 do tasks[id] = loom.create_task(client, id) end
-      local res = {loom.gather(table.unpack(tasks))}
-      for id = 1, 8 do assert.are.equal(id, res[id]) end
+      run_clients(8, client)
       shut(server)
     end, 30)
   end)
