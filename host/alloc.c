@@ -6,9 +6,16 @@
 ** futures, coroutines and their call frames). Lua tells the allocator the
 ** old size of every block it resizes or frees, so blocks need no header:
 ** each size class (multiples of 16 bytes up to ALLOC_MAX) keeps a free
-** list, refilled by carving slabs. Larger blocks go to the C library.
-** Freed small blocks are kept for reuse, not returned to the system, as
-** CPython's object allocator does. The module loaded by a plain lua5.4
+** list, refilled by carving slabs. Freed small blocks are kept for reuse,
+** not returned to the system, as CPython's object allocator does.
+**
+** Blocks above ALLOC_MAX up to LARGE_MAX (the strings of a server's reads
+** of 10 or 100 KiB) come from the C library with their size rounded up to
+** a multiple of LARGE_QUANTUM, and a freed one waits on its class's list,
+** up to LARGE_KEEP bytes in all. The lists are last in, first out: the
+** next read's string gets the block freed last, the one likeliest to be
+** still in the cache, where malloc would carve it from the free memory
+** it coalesced. Larger blocks go to the C library as they are. The module loaded by a plain lua5.4
 ** uses that interpreter's allocator; sanitizer builds use the C library's
 ** (so AddressSanitizer sees every block).
 */
@@ -28,6 +35,10 @@
 #define ALLOC_MAX 4096
 #define ALLOC_NCLASS (ALLOC_MAX / ALLOC_QUANTUM)
 #define SLAB_SIZE (64 * 1024)
+#define LARGE_QUANTUM 4096
+#define LARGE_MAX (512 * 1024)
+#define LARGE_NCLASS (LARGE_MAX / LARGE_QUANTUM)
+#define LARGE_KEEP ((size_t)8 * 1024 * 1024)
 
 typedef struct freeblock {
   struct freeblock *next;
@@ -41,11 +52,19 @@ struct loom_alloc {
   freeblock *free[ALLOC_NCLASS];
   slab *slabs;           /* every slab, to free them at the end */
   char *cur, *end;       /* the part of the newest slab not carved yet */
+  freeblock *large[LARGE_NCLASS];  /* freed large blocks, by class */
+  size_t largekept;      /* bytes in them */
 };
 
 static size_t classof (size_t size) {
   return (size + ALLOC_QUANTUM - 1) / ALLOC_QUANTUM - 1;
 }
+
+static size_t lclassof (size_t size) {
+  return (size + LARGE_QUANTUM - 1) / LARGE_QUANTUM - 1;
+}
+
+#define LSIZE(c) (((c) + 1) * (size_t)LARGE_QUANTUM)
 
 /* A block of class c, from its free list or carved from a slab. */
 static void *small_alloc (loom_alloc *a, size_t c) {
@@ -86,45 +105,100 @@ static void small_free (loom_alloc *a, void *p, size_t c) {
   a->free[c] = b;
 }
 
+/* Gives every kept large block back to the C library. */
+static void large_flush (loom_alloc *a) {
+  size_t c;
+  for (c = 0; c < LARGE_NCLASS; c++) {
+    while (a->large[c] != NULL) {
+      freeblock *b = a->large[c];
+      a->large[c] = b->next;
+      free(b);
+    }
+  }
+  a->largekept = 0;
+}
+
+/* A large block of class c: the one freed last, or a new one. When
+** malloc fails, the kept blocks go back to it and it is asked again (Lua
+** then collects and asks once more itself). */
+static void *large_alloc (loom_alloc *a, size_t c) {
+  freeblock *b = a->large[c];
+  void *p;
+  if (b != NULL) {
+    a->large[c] = b->next;
+    a->largekept -= LSIZE(c);
+    return b;
+  }
+  p = malloc(LSIZE(c));
+  if (p == NULL && a->largekept > 0) {
+    large_flush(a);
+    p = malloc(LSIZE(c));
+  }
+  return p;
+}
+
+static void large_free (loom_alloc *a, void *p, size_t c) {
+  if (a->largekept + LSIZE(c) <= LARGE_KEEP) {
+    freeblock *b = (freeblock *)p;
+    b->next = a->large[c];
+    a->large[c] = b;
+    a->largekept += LSIZE(c);
+  }
+  else
+    free(p);
+}
+
+/* A block for size bytes, and its release, whatever its kind. */
+static void *obtain (loom_alloc *a, size_t size) {
+  if (size <= ALLOC_MAX)
+    return small_alloc(a, classof(size));
+  else if (size <= LARGE_MAX)
+    return large_alloc(a, lclassof(size));
+  return malloc(size);
+}
+
+static void release (loom_alloc *a, void *p, size_t size) {
+  if (size <= ALLOC_MAX)
+    small_free(a, p, classof(size));
+  else if (size <= LARGE_MAX)
+    large_free(a, p, lclassof(size));
+  else
+    free(p);
+}
+
+/* Whether a block of osize bytes holds nsize as it is. */
+static int fits (size_t osize, size_t nsize) {
+  if (osize <= ALLOC_MAX)
+    return nsize <= ALLOC_MAX && classof(osize) == classof(nsize);
+  if (osize <= LARGE_MAX)
+    return nsize > ALLOC_MAX && nsize <= LARGE_MAX
+           && lclassof(osize) == lclassof(nsize);
+  return 0;
+}
+
 /* The lua_Alloc function: ud is the loom_alloc. */
 static void *alloc_f (void *ud, void *ptr, size_t osize, size_t nsize) {
   loom_alloc *a = (loom_alloc *)ud;
+  void *n;
   if (ptr == NULL)
     osize = 0;  /* then osize tells the kind of object, not a size */
   if (nsize == 0) {
-    if (ptr != NULL) {
-      if (osize <= ALLOC_MAX)
-        small_free(a, ptr, classof(osize));
-      else
-        free(ptr);
-    }
+    if (ptr != NULL)
+      release(a, ptr, osize);
     return NULL;
   }
-  if (nsize <= ALLOC_MAX) {
-    void *n;
-    if (ptr != NULL && osize <= ALLOC_MAX && classof(osize) == classof(nsize))
-      return ptr;  /* same class: nothing to do */
-    n = small_alloc(a, classof(nsize));
-    if (n == NULL)
-      return NULL;
-    if (ptr != NULL) {
-      memcpy(n, ptr, osize < nsize ? osize : nsize);
-      if (osize <= ALLOC_MAX)
-        small_free(a, ptr, classof(osize));
-      else
-        free(ptr);
-    }
-    return n;
+  if (ptr != NULL && fits(osize, nsize))
+    return ptr;  /* same class: nothing to do */
+  if (nsize > LARGE_MAX && (ptr == NULL || osize > LARGE_MAX))
+    return realloc(ptr, nsize);  /* beyond the classes: the C library's */
+  n = obtain(a, nsize);
+  if (n == NULL)
+    return NULL;
+  if (ptr != NULL) {
+    memcpy(n, ptr, osize < nsize ? osize : nsize);
+    release(a, ptr, osize);
   }
-  if (ptr != NULL && osize <= ALLOC_MAX) {  /* small to large */
-    void *n = malloc(nsize);
-    if (n == NULL)
-      return NULL;
-    memcpy(n, ptr, osize);
-    small_free(a, ptr, classof(osize));
-    return n;
-  }
-  return realloc(ptr, nsize);
+  return n;
 }
 
 /*
@@ -155,6 +229,7 @@ void loom__alloc_free (loom_alloc *a) {
   slab *s;
   if (a == NULL)
     return;
+  large_flush(a);
   s = a->slabs;
   while (s != NULL) {
     slab *next = s->next;

@@ -1,7 +1,8 @@
 -- alloc_spec.lua - the executable's allocator (host/alloc.c) keeps every
 -- block's contents through growth, shrinking and reuse. Inside the
 -- executable every allocation of the suite goes through it; these cases
--- push blocks across all its size classes and over its upper limit.
+-- push blocks across all its size classes, small and large, and over
+-- their upper limits.
 
 local H = require "helper"
 H.setup()
@@ -42,6 +43,47 @@ describe("allocator", function()
     end
     collectgarbage()
     for k = 1, 50 do assert.equal(k * 40, #ts[k]) end
+  end)
+
+  it("#alloc large strings, freed and made again, keep their bytes", function()
+    -- Sizes around the large classes' bounds (4 KiB steps up to 512 KiB)
+    -- and past them; each round frees half and makes new ones, which get
+    -- blocks freed last (and beyond 8 MiB kept, blocks of the C library).
+    local sizes = {}
+    for _, b in ipairs({4096, 8192, 65536, 102400, 262144, 524288, 1048576}) do
+      for _, d in ipairs({-17, -1, 0, 1, 4095}) do sizes[#sizes + 1] = b + d end
+    end
+    local function make(n, k) return string.rep(string.char((n + k) % 251 + 1), n) end
+    local kept = {}
+    for round = 1, 6 do
+      for i, n in ipairs(sizes) do
+        if kept[i] == nil or (i + round) % 2 == 0 then
+          kept[i] = {n = n, k = round, s = make(n, round)}
+        end
+      end
+      collectgarbage()
+      for i, n in ipairs(sizes) do
+        local e = kept[i]
+        assert.equal(n, #e.s)
+        assert.equal(make(n, e.k), e.s)
+      end
+    end
+  end)
+
+  it("#alloc tables grow through the large classes and past them", function()
+    local t = {}
+    for i = 1, 100000 do t[i] = i end           -- array part up to 2 MiB
+    for i = 1, 100000, 3 do t[i] = nil end
+    local h = {}
+    for i = 1, 20000 do h["k" .. i] = i end     -- hash part past 512 KiB
+    collectgarbage()
+    for i = 1, 100000 do
+      if i % 3 == 1 then assert.is_nil(t[i]) else assert.equal(i, t[i]) end
+    end
+    for i = 1, 20000 do assert.equal(i, h["k" .. i]) end
+    for i = 1, 20000 do h["k" .. i] = nil end
+    collectgarbage()
+    assert.is_nil(next(h))
   end)
 
   it("#alloc coroutines and userdata churn without corruption", function()
