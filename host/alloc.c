@@ -15,9 +15,11 @@
 ** up to LARGE_KEEP bytes in all. The lists are last in, first out: the
 ** next read's string gets the block freed last, the one likeliest to be
 ** still in the cache, where malloc would carve it from the free memory
-** it coalesced. Larger blocks go to the C library as they are. The module loaded by a plain lua5.4
-** uses that interpreter's allocator; sanitizer builds use the C library's
-** (so AddressSanitizer sees every block).
+** it coalesced. Larger blocks go to the C library as they are.
+**
+** The module loaded by a plain lua5.4 uses that interpreter's allocator;
+** sanitizer builds use the C library's (so AddressSanitizer sees every
+** block).
 */
 
 #include <stdlib.h>

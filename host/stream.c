@@ -856,11 +856,7 @@ static int transport_write (lua_State *L) {
       writebytes(L, c, p, n, 0);
     return 0;
   }
-  luaL_checktype(L, 2, LUA_TSTRING);  /* as before Buffers */
-  c = writable(L, u, "write");
-  if (c != NULL)
-    dowrite(L, c, 2);
-  return 0;
+  return luaL_typeerror(L, 2, "string");  /* as before Buffers */
 }
 
 /*
