@@ -48,7 +48,7 @@ describe("allocator", function()
   it("#alloc large strings, freed and made again, keep their bytes", function()
     -- Sizes around the large classes' bounds (4 KiB steps up to 512 KiB)
     -- and past them; each round frees half and makes new ones, which get
-    -- blocks freed last (and beyond 8 MiB kept, blocks of the C library).
+    -- blocks freed last (and beyond 1 MiB kept, blocks of the C library).
     local sizes = {}
     for _, b in ipairs({4096, 8192, 65536, 102400, 262144, 524288, 1048576}) do
       for _, d in ipairs({-17, -1, 0, 1, 4095}) do sizes[#sizes + 1] = b + d end
