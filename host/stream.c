@@ -597,9 +597,8 @@ static void check_resume (lua_State *L, conn *c, int tidx) {
 static void alloc_cb (uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   conn *c = (conn *)h;
   if (c->sink != NULL) {
-    if (c->loop->sinkread >= SINK_BUDGET) {
-      c->overbudget = 1;
-      buf->base = NULL;
+    if (c->loop->sinkread >= SINK_BUDGET) {  /* the only no room a */
+      buf->base = NULL;                        /* reader's transport gets */
       buf->len = 0;
       return;
     }
@@ -629,10 +628,8 @@ static void read_cb (uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   lua_State *L = usable(c->loop);
   int top, tidx, inbuf = c->inbuf, buferr = c->buferr, defer = c->defer;
   c->inbuf = c->buferr = c->defer = 0;
-  if (c->overbudget) {  /* read at the next poll */
-    c->overbudget = 0;
-    return;
-  }
+  if (nread == UV_ENOBUFS && c->sink != NULL)
+    return;  /* over the poll's budget: read at the next poll */
   if (defer & LOOM_DEFER_CLOSE) {  /* asked for inside get_buffer */
     if (buferr && L != NULL && lua_checkstack(L, 10)) {  /* which raised */
       top = lua_gettop(L);

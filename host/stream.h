@@ -82,7 +82,6 @@ typedef struct loom_conn {
   uint8_t inbuf;            /* reading into a Buffer (TUV_BUF) */
   uint8_t ingetbuf;         /* inside get_buffer, called from alloc_cb */
   uint8_t defer;            /* LOOM_DEFER_*: what get_buffer asked for */
-  uint8_t overbudget;       /* no room given: the poll's budget is spent */
   /* loop:sendfile (fs.c): the native send in progress, which owns the
   ** socket meanwhile (writes raise), and a future completed once the
   ** write queue is down to drainlimit bytes or the transport is gone */
