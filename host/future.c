@@ -194,9 +194,19 @@ void loom__future_schedule (lua_State *L, loom_future *f, int idx) {
   idx = lua_absindex(L, idx);
   if (lua_getiuservalue(L, idx, LOOM_FUV_CALLBACKS) != LUA_TNIL
       && !(f->fflags & LOOM_FSCHEDULED)) {
-    f->fflags |= LOOM_FSCHEDULED;
     lua_getiuservalue(L, idx, LOOM_FUV_LOOP);
-    loom__ready_push(L, f->loop, -1, idx);
+    if (f->fflags & LOOM_FTASKCB) {
+      /* the one callback is the task awaiting f: its step is queued
+      ** itself, with no entry for f to run first */
+      f->fflags &= (uint8_t)~LOOM_FTASKCB;
+      lua_pushnil(L);
+      lua_setiuservalue(L, idx, LOOM_FUV_CALLBACKS);
+      loom__task_wake(L, (loom_task *)lua_touserdata(L, -2), f, -2, -1);
+    }
+    else {
+      f->fflags |= LOOM_FSCHEDULED;
+      loom__ready_push(L, f->loop, -1, idx);
+    }
     lua_pop(L, 1);
   }
   lua_pop(L, 1);

@@ -340,6 +340,8 @@ int loom__open_gather(lua_State *L);
 loom_task *loom__totask(lua_State *L, int idx);
 void loom__task_step(lua_State *L, loom_task *t, int idx, int loopidx);
 void loom__task_wakeup(lua_State *L, loom_task *t, int idx, int loopidx);
+void loom__task_wake(lua_State *L, loom_task *t, loom_future *f, int idx,
+                     int loopidx);
 int loom__task_cancel(lua_State *L, loom_task *t, int idx, int msgidx);
 int loom__await_yield(lua_State *L, int fidx, lua_KContext ctx,
                       lua_KFunction k);

@@ -464,6 +464,20 @@ void loom__task_wakeup (lua_State *L, loom_task *t, int idx, int loopidx) {
 }
 
 /*
+** The future f, which the task at idx awaits, is done: queues the task's
+** step on the loop at loopidx, the entry its wakeup would have had. A
+** task that no longer awaits f is left alone.
+*/
+void loom__task_wake (lua_State *L, loom_task *t, loom_future *f, int idx,
+                      int loopidx) {
+  if (t->f.state != LOOM_PENDING || yielded(t) != YIELD_AWAIT
+      || t->waiter != f)
+    return;
+  t->waiter = NULL;
+  loom__ready_push(L, t->f.loop, loopidx, idx);
+}
+
+/*
 ** Requests cancellation of the task at idx with the message at msgidx;
 ** returns whether the task was pending.
 */

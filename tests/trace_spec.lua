@@ -143,6 +143,40 @@ describe("loom.trace", function()
                H.raised(loom.trace.start, "a\0b"))
   end)
 
+  it("a task woken by the future it awaits steps with no future event first", function()
+    local path = os.tmpname()
+    local loop = H.loop{virtual_time = false}
+    local steps = 0
+    assert.is_true(loom.trace.start(path))
+    loop:run_until_complete(function()
+      local f = loop:create_future()
+      local t = loom.create_task(function() steps = steps + 1; f:await(); steps = steps + 1 end)
+      loom.sleep(0)
+      loop:call_soon(function() f:set_result(1) end)
+      t:await()
+      local g = loop:create_future()
+      g:add_done_callback(function() end)   -- a Lua callback: the future runs it
+      g:set_result(2)
+      loom.sleep(0)
+    end)
+    loom.trace.stop()
+    local events = decode(readfile(path)).traceEvents
+    os.remove(path)
+    assert.are.equal(2, steps)
+    local _, bycat = summary(events)
+    local futures = {}
+    for _, e in ipairs(bycat.future or {}) do futures[#futures + 1] = e.name end
+    -- one future event, g's: f woke its task straight
+    assert.are.equal(1, #futures, table.concat(futures, ", "))
+    local task_steps = 0
+    for _, e in ipairs(bycat.task) do
+      if e.ph == "X" and e.name:find("^<Task") and not e.name:find("main") then
+        task_steps = task_steps + 1
+      end
+    end
+    assert.is_true(task_steps >= 2)
+  end)
+
   if H.mode ~= "exe" then return end
 
   it("--trace FILE traces a script run by the executable", function()
