@@ -373,24 +373,21 @@ int loom__future_push_results (lua_State *L, loom_future *f, int idx) {
     loom__push_cancelled(L, lua_gettop(L));
     return lua_error(L);
   }
+  if (f->nres == 0 && !(f->fflags & LOOM_FERROR))
+    return 0;
   lua_getiuservalue(L, idx, LOOM_FUV_VALUE);
   if (f->fflags & LOOM_FERROR) {
     f->fflags &= (uint8_t)~LOOM_FUNRETRIEVED;
     return lua_error(L);
   }
-  if (f->nres <= 1) {
-    if (f->nres == 0)
-      lua_pop(L, 1);
-    return f->nres;
-  }
-  else {
+  if (f->nres > 1) {                    /* packed in a table */
     int i, n = f->nres, t = lua_gettop(L);
     luaL_checkstack(L, n, "too many results");
     for (i = 1; i <= n; i++)
       lua_rawgeti(L, t, i);
     lua_remove(L, t);
-    return n;
   }
+  return f->nres;
 }
 
 /*
