@@ -123,6 +123,35 @@ describe("loom executable", function()
     assert.is_true(tonumber(ratio) > 3, "heap grew only " .. ratio .. "x")
   end)
 
+  it("runs a minor collection when the heap has grown by half (minor multiplier 50)", function()
+    -- A weak key made after a collection is gone at the next one: the
+    -- heap's growth between two of them is the minor multiplier (Lua's
+    -- default, 20, gives 1.2).
+    local script = tmpfile([[
+      local keep, i, ratios = {}, 0, {}
+      local w = setmetatable({}, { __mode = "k" })
+      w[{}] = true
+      local start, last
+      while #ratios < 7 do
+        i = i + 1
+        keep[i] = string.rep("x", 100) .. i
+        local now = collectgarbage("count")
+        if next(w) == nil then               -- a collection since the probe
+          if start then ratios[#ratios + 1] = last / start end
+          start = now
+          w[{}] = true
+        end
+        last = now
+      end
+      table.sort(ratios)
+      print(ratios[4])                       -- the median: a major is rare
+    ]])
+    local r = loom(argv(script))
+    assert.equal(0, r.status, r.err)
+    local ratio = tonumber(r.out:match("^([%d.]+)\n$"))
+    assert.is_true(ratio > 1.4 and ratio < 1.6, "heap grew " .. r.out)
+  end)
+
   it("rejects an unknown option with usage on stderr", function()
     for _, opt in ipairs({ "-x", "--bogus", "-vx" }) do
       local r = loom(argv(opt, "-e", "print('ran')"))

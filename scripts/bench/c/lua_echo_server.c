@@ -25,7 +25,7 @@
 ** and takes larger ones from the C library, kept from giving memory back
 ** and from mapping blocks below 4 MiB: the loom executable's allocator,
 ** less its classes for large blocks. The generational collector is set as
-** the loom executable sets it (20, 300).
+** the loom executable sets it (50, 300).
 **
 ** usage: lua_echo_server PORT [callback|streams]
 ** build: cc -O2 -o lua_echo_server lua_echo_server.c -llua5.4 -luv
@@ -301,7 +301,7 @@ int main (int argc, char **argv) {
   if (L == NULL)
     return 1;
   luaL_openlibs(L);
-  lua_gc(L, LUA_GCGEN, 20, 300);
+  lua_gc(L, LUA_GCGEN, 50, 300);
   if (luaL_loadstring(L, streams ? streams_src : callback_src) != LUA_OK)
     return 1;
   lua_pushcfunction(L, l_write);
