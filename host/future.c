@@ -314,8 +314,8 @@ static void call_one (lua_State *L, loom_future *f, int idx, int cbidx,
 void loom__future_run_callbacks (lua_State *L, loom_future *f, int idx,
                                  int loopidx) {
   int many = f->fflags & LOOM_FMANYCB;
-  int kind = (f->fflags & LOOM_FTASKCB) ? LOOM_CBTASK
-             : (f->fflags & LOOM_FGATHERCB) ? LOOM_CBGATHER : LOOM_CBLUA;
+  /* one task to wake never gets here: loom__future_schedule queued it */
+  int kind = (f->fflags & LOOM_FGATHERCB) ? LOOM_CBGATHER : LOOM_CBLUA;
   f->fflags &= (uint8_t)~(LOOM_FSCHEDULED | LOOM_FMANYCB | LOOM_FTASKCB
                           | LOOM_FGATHERCB);
   lua_getiuservalue(L, idx, LOOM_FUV_CALLBACKS);
