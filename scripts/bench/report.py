@@ -82,6 +82,29 @@ def load_echo(path, pattern=ECHO_RE):
     return res
 
 
+def load_echo_reps(path, pattern=ECHO_RE):
+    """As load_echo, each value keyed by its repetition: (size, conns) ->
+    server -> {rep: value}."""
+    res = defaultdict(lambda: defaultdict(dict))
+    with open(path) as f:
+        for r in csv.DictReader(f, delimiter="\t"):
+            m = pattern.match(r["workload"])
+            v = num(r.get("ops_per_sec"))
+            if m and v is not None:
+                res[(int(m.group(1)), int(m.group(2)))][r["peer"]][r["rep"]] = v
+    return res
+
+
+def paired(cell, a, b):
+    """The median over repetitions of a's value / b's, for the repetitions
+    that measured both (run.sh measures the servers of a cell back to back,
+    so each ratio compares two measurements seconds apart); None if none
+    did."""
+    va, vb = cell.get(a, {}), cell.get(b, {})
+    rs = [va[r] / vb[r] for r in va if r in vb and vb[r]]
+    return statistics.median(rs) if rs else None
+
+
 def load_tls(path):
     """(size, conns) -> server -> [(requests/s, client CPU share or None)],
     and (size, conns) -> server -> [requests per second of server CPU]."""
@@ -344,6 +367,7 @@ def main():
 
     # ------------------------------------------------ echo
     echo = load_echo(sys.argv[1])
+    echo_reps = load_echo_reps(sys.argv[1])
     echo_lines = []
     if echo:
         e = echo_lines.append
@@ -356,9 +380,12 @@ def main():
           "with the protocol API, loom-streams the same file in streams mode "
           "(start_server, read / write / drain), loom-buffered the same file with a "
           "buffered protocol (get_buffer / buffer_updated, one Buffer shared by "
-          "the connections). Ratios: loom's req/s / the peer's "
-          "(above 1 = loom faster); \"best peer streams\" is the fastest of "
-          + ", ".join(ECHO_PEER_STREAMS) + " measured. "
+          "the connections). Every server listens at once and each cell is "
+          "measured on all of them back to back. Ratios: loom's req/s / the peer's "
+          "(above 1 = loom faster), the median over repetitions of the ratio "
+          "within each repetition (the req/s columns are the medians of the "
+          "servers alone); \"best peer streams\" is whichever of "
+          + ", ".join(ECHO_PEER_STREAMS) + " measured loom-streams leads least. "
           "Targets, at 10 and 100 connections on every size: protocol API (loom) "
           ">= 0.95x libuv-c and ahead of uvloop-proto (> 1x); streams API "
           "(loom-streams) >= 0.85x libuv-c and ahead of every peer streams server "
@@ -376,21 +403,18 @@ def main():
         bmet = bmeas = 0               # buffered protocol (same cells)
         for size, conns in sorted(echo):
             d = echo[(size, conns)]
+            dr = echo_reps[(size, conns)]
             md = {q: statistics.median(vs) for q, vs in d.items() if vs}
             cells = [(si(md[q]).strip() + spread(d[q])) if q in md else "–" for q in cols]
-            lv = md.get("loom")
-            sv = md.get("loom-streams")
-            rc = md.get("libuv-c")
-            ru = md.get("uvloop-proto")
-            r_c = lv / rc if lv and rc else None
-            r_u = lv / ru if lv and ru else None
-            peers = [(md[q], q) for q in ECHO_PEER_STREAMS if md.get(q)]
-            best = max(peers) if peers else None
-            s_c = sv / rc if sv and rc else None
-            s_b = sv / best[0] if sv and best else None
-            bv = md.get("loom-buffered")
-            b_c = bv / rc if bv and rc else None
-            b_u = bv / ru if bv and ru else None
+            r_c = paired(dr, "loom", "libuv-c")
+            r_u = paired(dr, "loom", "uvloop-proto")
+            peers = [(paired(dr, "loom-streams", q), q) for q in ECHO_PEER_STREAMS]
+            peers = [pq for pq in peers if pq[0] is not None]
+            best = min(peers) if peers else None  # the peer loom-streams leads least
+            s_c = paired(dr, "loom-streams", "libuv-c")
+            s_b = best[0] if best else None
+            b_c = paired(dr, "loom-buffered", "libuv-c")
+            b_u = paired(dr, "loom-buffered", "uvloop-proto")
             if conns in (10, 100):
                 ecells += 1
                 if r_c is None or r_u is None:
@@ -427,10 +451,12 @@ def main():
           "uvloop-proto" + (f" ({ecells - bmeas} not measured)" if bmeas < ecells
                              else "") + ".\n")
         ecpu = load_echo(sys.argv[1], ECHO_CPU_RE)
+        ecpu_reps = load_echo_reps(sys.argv[1], ECHO_CPU_RE)
         if ecpu:
             e("Server CPU per request (µs; the server's user + system time over the "
               "client's run, /proc, / requests; median). The last columns are the "
-              "peer's / loom's: how many times more requests loom's server makes per "
+              "peer's / loom's (median of the ratios within a repetition): how many "
+              "times more requests loom's server makes per "
               "unit of CPU (above 1 = loom cheaper), a figure that the client's share "
               "of the two cores moves less than requests/s.\n")
             pairs = [("libuv-c", "loom"), ("libuv-c", "loom-streams"),
@@ -442,15 +468,16 @@ def main():
             for size, conns in sorted(ecpu):
                 per = {q: statistics.median(vs) for q, vs in ecpu[(size, conns)].items() if vs}
                 cells = [f"{1e6 / per[q]:.1f}" if per.get(q) else "–" for q in cols]
-                ratios = [rx(per[b] / per[a]) if per.get(a) and per.get(b) else "–"
-                          for a, b in pairs]
+                cr = ecpu_reps[(size, conns)]
+                ratios = [rx(v) if (v := paired(cr, b, a)) else "–" for a, b in pairs]
                 sz = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
                 e("| " + " | ".join([sz, str(conns)] + cells + ratios) + " |")
             e("")
         floor = [("lua-c", "libuv-c"), ("loom", "lua-c"),
                  ("lua-c-streams", "libuv-c"), ("loom-streams", "lua-c-streams")]
         if any("lua-c" in d or "lua-c-streams" in d for d in echo.values()):
-            e("The Lua floor (requests/s ratios, medians): lua-c hands each read to a "
+            e("The Lua floor (requests/s ratios, medians of the ratios within a "
+              "repetition): lua-c hands each read to a "
               "bare Lua function that writes it back, lua-c-streams to a coroutine per "
               "connection resumed after the poll, as a reader's task is, with loom's "
               "read budget (scripts/bench/c/lua_echo_server.c). Their ratio to libuv-c "
@@ -460,9 +487,7 @@ def main():
             e("| " + " | ".join(hdr) + " |")
             e("|" + "|".join("---" for _ in hdr) + "|")
             for size, conns in sorted(echo):
-                md = {q: statistics.median(vs) for q, vs in echo[(size, conns)].items()
-                      if vs}
-                ratios = [rx(md[a] / md[b]) if md.get(a) and md.get(b) else "–"
+                ratios = [rx(v) if (v := paired(echo_reps[(size, conns)], a, b)) else "–"
                           for a, b in floor]
                 sz = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
                 e("| " + " | ".join([sz, str(conns)] + ratios) + " |")

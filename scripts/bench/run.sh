@@ -19,10 +19,10 @@
 # usage: scripts/bench/run.sh [workload ...]
 #   (callbacks timers tasks pingpong queue lock gather echo tls http spawn files threads; default all, in that order)
 # echo: TCP echo servers driven by the peers' C epoll client (echo/client.c,
-# built into build/bench/peers-bin/), each started pinned on SERVER_CPU and
-# measured with the client pinned on CLIENT_CPU for every size x
-# connections, ECHO_SECS each (as the peers' run.sh does; cqueues is left
-# out). Labels in raw.tsv:
+# built into build/bench/peers-bin/), all started at once pinned on
+# SERVER_CPU, and measured with the client pinned on CLIENT_CPU cell by
+# cell (size x connections, every server in turn, ECHO_SECS each; cqueues
+# is left out, as in the peers' run.sh). Labels in raw.tsv:
 #   loom             scripts/examples/echo_server.lua (protocol API)
 #   loom-streams     the same in streams mode (start_server, read/write/drain)
 #   loom-buffered    the same with a buffered protocol (get_buffer, buffer_updated)
@@ -365,9 +365,16 @@ own() {
 }
 
 # ---------------------------------------------------------------- echo
-# As the peers' run.sh: each server is started pinned on SERVER_CPU, waited
-# for on its port, measured by the client (pinned on CLIENT_CPU) for every
-# size x connections, then killed. raw.tsv: workload echo-s<SIZE>-c<C>,
+# Every server is started pinned on SERVER_CPU and waited for on its port;
+# all of them listen at once (idle, in their polls), and each size x
+# connections cell is measured on every server back to back, the client
+# pinned on CLIENT_CPU, before the next cell; then all are killed. The
+# servers of one cell are thus measured seconds apart, not minutes: this
+# machine's speed drifts by tens of percent over minutes, and a ratio of
+# two servers measured far apart carried that drift. The order of the
+# servers turns by one from cell to cell and from repetition to
+# repetition, so that no server always follows the same one. raw.tsv:
+# workload echo-s<SIZE>-c<C>,
 # n = requests, ops_per_sec = requests/s, extra = MiB/s one way. And a row
 # echo-cpu-s<SIZE>-c<C>: n = requests, seconds = the server's CPU seconds
 # over the client's run (/proc/<pid>/stat, all its threads), ops_per_sec =
@@ -428,29 +435,37 @@ echo_servers() {  # label|command with PORT placeholder
 echo_suite() {
   local rep=$1 label cmd
   [ -n "$ECHO_OK" ] || return 0
+  local -a labels=() ports=() pids=()
   while IFS='|' read -r label cmd; do
     free_port; local port=$PORT
     if ! serve "$port" ${cmd//PORT/$port}; then
       note "rep $rep: echo server $label did not listen on $port: ${cmd//PORT/$port}"
       stop_server; continue
     fi
-    local size c
-    for size in $ECHO_SIZES; do for c in $ECHO_CONNS; do
+    labels+=("$label"); ports+=("$port"); pids+=("$SERVER_PID")
+  done < <(echo_servers)
+  local nsrv=${#labels[@]} size c k i pid cell=0
+  for size in $ECHO_SIZES; do for c in $ECHO_CONNS; do
+    for ((k = 0; k < nsrv; k++)); do
+      i=$(( (k + rep + cell) % nsrv ))
+      label=${labels[i]}; local port=${ports[i]} pid=${pids[i]}
       local ccmd="timeout $((${ECHO_SECS%.*} + 30)) $(pinned "$CLIENT_CPU") build/bench/peers-bin/echo_client $port $c $size $ECHO_SECS $label"
       echo "$ccmd" >>"$LOG"
       local line w p n s o mib t0 t1 srv
-      t0=$(cpu_ticks "$SERVER_PID")
+      t0=$(cpu_ticks "$pid")
       line=$($ccmd 2>>"$OUT/stderr.log")
-      t1=$(cpu_ticks "$SERVER_PID")
+      t1=$(cpu_ticks "$pid")
       if [ -z "$line" ]; then note "rep $rep: echo $label c=$c size=$size FAILED: $ccmd"; continue; fi
       read -r w p n s o mib <<<"$line"
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\n' "$rep" "$w" "$p" "$n" "$s" "$o" "$mib" >>"$RAW"
       srv=$(awk -v a="$t0" -v b="$t1" -v k="$CLK_TCK" 'BEGIN { if (a != "" && b > a) printf "%.2f", (b - a) / k }')
       [ -n "$srv" ] && cpu_row "$rep" "echo-cpu-s$size-c$c" "$p" "$n" "$srv"
       printf '  %-20s %-14s %10s req/s %9s MiB/s  server CPU %s s\n' "$w" "$p" "$o" "$mib" "${srv:--}"
-    done; done
-    stop_server
-  done < <(echo_servers)
+    done
+    cell=$((cell + 1))
+  done; done
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  return 0
 }
 
 # ---------------------------------------------------------------- tls
