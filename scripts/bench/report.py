@@ -69,22 +69,9 @@ HTTP_SERVERS = ["loom", "asyncio-proto", "uvloop-proto", "luv", "cqueues", "node
 HTTP_RE = re.compile(r"^http-c(\d+)$")
 
 
-def load_echo(path, pattern=ECHO_RE):
-    """(size, conns) -> server -> [requests/s], across repetitions; with
-    ECHO_CPU_RE, [requests per second of server CPU]."""
-    res = defaultdict(lambda: defaultdict(list))
-    with open(path) as f:
-        for r in csv.DictReader(f, delimiter="\t"):
-            m = pattern.match(r["workload"])
-            v = num(r.get("ops_per_sec"))
-            if m and v is not None:
-                res[(int(m.group(1)), int(m.group(2)))][r["peer"]].append(v)
-    return res
-
-
 def load_echo_reps(path, pattern=ECHO_RE):
-    """As load_echo, each value keyed by its repetition: (size, conns) ->
-    server -> {rep: value}."""
+    """(size, conns) -> server -> {rep: requests/s}; with ECHO_CPU_RE,
+    requests per second of server CPU."""
     res = defaultdict(lambda: defaultdict(dict))
     with open(path) as f:
         for r in csv.DictReader(f, delimiter="\t"):
@@ -93,6 +80,13 @@ def load_echo_reps(path, pattern=ECHO_RE):
             if m and v is not None:
                 res[(int(m.group(1)), int(m.group(2)))][r["peer"]][r["rep"]] = v
     return res
+
+
+def load_echo(path, pattern=ECHO_RE):
+    """As load_echo_reps, each server's values as a list across
+    repetitions."""
+    return {cell: defaultdict(list, {q: list(vs.values()) for q, vs in d.items()})
+            for cell, d in load_echo_reps(path, pattern).items()}
 
 
 def paired(cell, a, b):
