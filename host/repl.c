@@ -261,7 +261,10 @@ static int repl_read (lua_State *L) {
 /*
 ** _write_above(text): writes text; while a line is being edited, on its
 ** own lines above it, the prompt and the line drawn again after it, so
-** that output of the loop does not garble what is typed.
+** that output of the loop does not garble what is typed. stdout stays
+** locked meanwhile: the reader thread may be drawing a prompt just then
+** (libedit writes through stdio), and its "> " must not land between the
+** erase and the text.
 */
 static int repl_write_above (lua_State *L) {
   size_t len;
@@ -271,6 +274,7 @@ static int repl_write_above (lua_State *L) {
     pthread_mutex_lock(&ed->mu);
     editing = ed->editing;
   }
+  flockfile(stdout);
   if (editing)
     fputs("\r\033[K", stdout);  /* to the start of the line, erase it */
   fwrite(s, 1, len, stdout);
@@ -279,6 +283,7 @@ static int repl_write_above (lua_State *L) {
   fflush(stdout);
   if (editing)
     rl_forced_update_display();
+  funlockfile(stdout);
   if (ed != NULL)
     pthread_mutex_unlock(&ed->mu);
   return 0;

@@ -432,23 +432,33 @@ echo_servers() {  # label|command with PORT placeholder
   return 0
 }
 
+# The echo servers listening (ECHO_PIDS), killed too if the run ends early.
+ECHO_PIDS=()
+kill_echo_servers() {
+  local pid
+  for pid in "${ECHO_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  ECHO_PIDS=()
+}
+trap kill_echo_servers EXIT
+trap 'exit 130' INT TERM
+
 echo_suite() {
   local rep=$1 label cmd
   [ -n "$ECHO_OK" ] || return 0
-  local -a labels=() ports=() pids=()
+  local -a labels=() ports=()
   while IFS='|' read -r label cmd; do
     free_port; local port=$PORT
     if ! serve "$port" ${cmd//PORT/$port}; then
       note "rep $rep: echo server $label did not listen on $port: ${cmd//PORT/$port}"
       stop_server; continue
     fi
-    labels+=("$label"); ports+=("$port"); pids+=("$SERVER_PID")
+    labels+=("$label"); ports+=("$port"); ECHO_PIDS+=("$SERVER_PID")
   done < <(echo_servers)
   local nsrv=${#labels[@]} size c k i pid cell=0
   for size in $ECHO_SIZES; do for c in $ECHO_CONNS; do
     for ((k = 0; k < nsrv; k++)); do
       i=$(( (k + rep + cell) % nsrv ))
-      label=${labels[i]}; local port=${ports[i]} pid=${pids[i]}
+      label=${labels[i]}; local port=${ports[i]} pid=${ECHO_PIDS[i]}
       local ccmd="timeout $((${ECHO_SECS%.*} + 30)) $(pinned "$CLIENT_CPU") build/bench/peers-bin/echo_client $port $c $size $ECHO_SECS $label"
       echo "$ccmd" >>"$LOG"
       local line w p n s o mib t0 t1 srv
@@ -464,7 +474,7 @@ echo_suite() {
     done
     cell=$((cell + 1))
   done; done
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  kill_echo_servers
   return 0
 }
 
