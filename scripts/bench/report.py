@@ -99,6 +99,17 @@ def paired(cell, a, b):
     return statistics.median(rs) if rs else None
 
 
+def paired_iqr(cell, a, b):
+    """" (Q1-Q3)": the middle half of the ratios paired() takes the median
+    of, when there are four or more; else ""."""
+    va, vb = cell.get(a, {}), cell.get(b, {})
+    rs = [va[r] / vb[r] for r in va if r in vb and vb[r]]
+    if len(rs) < 4:
+        return ""
+    q = statistics.quantiles(rs, n=4)
+    return f" ({q[0]:.2f}-{q[2]:.2f})"
+
+
 def load_tls(path):
     """(size, conns) -> server -> [(requests/s, client CPU share or None)],
     and (size, conns) -> server -> [requests per second of server CPU]."""
@@ -378,7 +389,8 @@ def main():
           "measured on all of them back to back. Ratios: loom's req/s / the peer's "
           "(above 1 = loom faster), the median over repetitions of the ratio "
           "within each repetition (the req/s columns are the medians of the "
-          "servers alone); \"best peer streams\" is whichever of "
+          "servers alone; in brackets, the middle half of the ratios to libuv-c); "
+          "\"best peer streams\" is whichever of "
           + ", ".join(ECHO_PEER_STREAMS) + " measured loom-streams leads least. "
           "Targets, at 10 and 100 connections on every size: protocol API (loom) "
           ">= 0.95x libuv-c and ahead of uvloop-proto (> 1x); streams API "
@@ -432,8 +444,10 @@ def main():
                 tgt = stgt = "(no target)"
             sz = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
             e("| " + " | ".join([sz, str(conns)] + cells
-                                + [rx(r_c) if r_c else "–", rx(r_u) if r_u else "–", tgt,
-                                   rx(s_c) if s_c else "–",
+                                + [rx(r_c) + paired_iqr(dr, "loom", "libuv-c") if r_c else "–",
+                                   rx(r_u) if r_u else "–", tgt,
+                                   rx(s_c) + paired_iqr(dr, "loom-streams", "libuv-c")
+                                   if s_c else "–",
                                    f"{rx(s_b)} {best[1]}" if s_b else "–", stgt,
                                    rx(b_c) if b_c else "–",
                                    rx(b_u) if b_u else "–"]) + " |")
@@ -471,7 +485,7 @@ def main():
                  ("lua-c-streams", "libuv-c"), ("loom-streams", "lua-c-streams")]
         if any("lua-c" in d or "lua-c-streams" in d for d in echo.values()):
             e("The Lua floor (requests/s ratios, medians of the ratios within a "
-              "repetition): lua-c hands each read to a "
+              "repetition, in brackets their middle half): lua-c hands each read to a "
               "bare Lua function that writes it back, lua-c-streams to a coroutine per "
               "connection resumed after the poll, as a reader's task is, with loom's "
               "read budget (scripts/bench/c/lua_echo_server.c). Their ratio to libuv-c "
@@ -481,7 +495,8 @@ def main():
             e("| " + " | ".join(hdr) + " |")
             e("|" + "|".join("---" for _ in hdr) + "|")
             for size, conns in sorted(echo):
-                ratios = [rx(v) if (v := paired(echo_reps[(size, conns)], a, b)) else "–"
+                dr = echo_reps[(size, conns)]
+                ratios = [rx(v) + paired_iqr(dr, a, b) if (v := paired(dr, a, b)) else "–"
                           for a, b in floor]
                 sz = f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} B"
                 e("| " + " | ".join([sz, str(conns)] + ratios) + " |")
