@@ -89,21 +89,24 @@ def load_echo(path, pattern=ECHO_RE):
             for cell, d in load_echo_reps(path, pattern).items()}
 
 
-def paired(cell, a, b):
-    """The median over repetitions of a's value / b's, for the repetitions
-    that measured both (run.sh measures the servers of a cell back to back,
-    so each ratio compares two measurements seconds apart); None if none
-    did."""
+def ratios(cell, a, b):
+    """a's value / b's in each repetition that measured both (run.sh
+    measures the servers of a cell back to back, so each ratio compares
+    two measurements seconds apart)."""
     va, vb = cell.get(a, {}), cell.get(b, {})
-    rs = [va[r] / vb[r] for r in va if r in vb and vb[r]]
+    return [va[r] / vb[r] for r in va if r in vb and vb[r]]
+
+
+def paired(cell, a, b):
+    """The median of ratios(cell, a, b); None if there are none."""
+    rs = ratios(cell, a, b)
     return statistics.median(rs) if rs else None
 
 
 def paired_iqr(cell, a, b):
     """" (Q1-Q3)": the middle half of the ratios paired() takes the median
     of, when there are four or more; else ""."""
-    va, vb = cell.get(a, {}), cell.get(b, {})
-    rs = [va[r] / vb[r] for r in va if r in vb and vb[r]]
+    rs = ratios(cell, a, b)
     if len(rs) < 4:
         return ""
     q = statistics.quantiles(rs, n=4)
