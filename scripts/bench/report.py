@@ -89,7 +89,7 @@ def load_echo(path, pattern=ECHO_RE):
             for cell, d in load_echo_reps(path, pattern).items()}
 
 
-def ratios(cell, a, b):
+def rep_ratios(cell, a, b):
     """a's value / b's in each repetition that measured both (run.sh
     measures the servers of a cell back to back, so each ratio compares
     two measurements seconds apart)."""
@@ -98,15 +98,15 @@ def ratios(cell, a, b):
 
 
 def paired(cell, a, b):
-    """The median of ratios(cell, a, b); None if there are none."""
-    rs = ratios(cell, a, b)
+    """The median of rep_ratios(cell, a, b); None if there are none."""
+    rs = rep_ratios(cell, a, b)
     return statistics.median(rs) if rs else None
 
 
 def paired_iqr(cell, a, b):
     """" (Q1-Q3)": the middle half of the ratios paired() takes the median
     of, when there are four or more; else ""."""
-    rs = ratios(cell, a, b)
+    rs = rep_ratios(cell, a, b)
     if len(rs) < 4:
         return ""
     q = statistics.quantiles(rs, n=4)
