@@ -104,8 +104,8 @@ def paired(cell, a, b):
 
 
 def paired_iqr(cell, a, b):
-    """" (Q1-Q3)": the middle half of the ratios paired() takes the median
-    of, when there are four or more; else ""."""
+    """The middle half of the ratios paired() takes the median of, as
+    " (Q1-Q3)", when there are four or more; else an empty string."""
     rs = rep_ratios(cell, a, b)
     if len(rs) < 4:
         return ""
